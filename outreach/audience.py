@@ -126,6 +126,13 @@ class Source:
                 return c
         return None
 
+    def columns(self) -> tuple[set[str] | None, set[str] | None]:
+        """The names customers and events carry (standard fields and attributes), if known.
+
+        Sample renders in ``outreach validate`` accept exactly these; None means unknown (any name).
+        """
+        return None, None
+
     def check(self) -> list[tuple[str, str]]:
         """Problems found without reading every row (missing files, missing columns): (key, message)."""
         return []

@@ -86,7 +86,7 @@ class Rule:
 
     #: The name ``rule = "..."`` uses in a campaign file.
     name: ClassVar[str] = ""
-    #: Keys accepted in the campaign's ``[rule]`` table.
+    #: Keys accepted in the campaign's ``[params]`` table.
     params: ClassVar[Mapping[str, Setting]] = {}
     #: True when the rule only makes sense on a cron schedule (a newsletter).
     requires_schedule: ClassVar[bool] = False
@@ -101,7 +101,7 @@ class Rule:
         self.params = dict(params)
 
     def check(self) -> list[tuple[str, str]]:
-        """Problems across parameters, as (key under ``rule``, message)."""
+        """Problems across parameters, as (key under ``params``, message)."""
         return []
 
     def event_needs(self, now: datetime) -> EventNeeds | None:

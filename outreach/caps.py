@@ -1,0 +1,51 @@
+"""Frequency caps: rolling windows over what a customer was sent or is due to get, all campaigns together.
+
+A cap ``max = 3, per = "7d"`` holds when no window of seven days around a planned send contains
+more than three marketing messages for that customer (failed ones do not count; transactional
+campaigns neither count nor are held back). Windows are checked both ways around the planned time,
+because a message deferred by quiet hours to tomorrow morning is as real as one sent yesterday.
+
+The planner asks about all of a customer's candidates at once, highest ``priority`` first, so when
+campaigns compete for the last slot the more important one wins, whatever order they were read in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from outreach.config import CapRule
+from outreach.settings import format_duration
+
+
+@dataclass
+class Usage:
+    """A customer's counted messages: (channel, planned time in epoch seconds)."""
+
+    items: list[tuple[str, int]]
+
+    def count(self, cap: CapRule, channel: str, at: int) -> int:
+        """How many counted messages fall within ``cap.per`` of ``at`` on the cap's channel(s)."""
+        width = cap.per.total_seconds()
+        return sum(1 for ch, t in self.items
+                   if (cap.channel is None or ch == cap.channel) and abs(t - at) < width)
+
+
+def applicable(caps: Sequence[CapRule], channel: str) -> list[CapRule]:
+    """The caps that limit a message on ``channel``."""
+    return [c for c in caps if c.channel is None or c.channel == channel]
+
+
+def check(caps: Sequence[CapRule], usage: Usage, channel: str, at: int) -> str | None:
+    """The reason a marketing message on ``channel`` at ``at`` would break a cap, or None."""
+    for cap in applicable(caps, channel):
+        if usage.count(cap, channel, at) >= cap.max:
+            scope = f"{cap.channel} " if cap.channel else ""
+            return f"cap of {cap.max} {scope}message{'s' if cap.max != 1 else ''} per " \
+                   f"{format_duration(cap.per)} reached"
+    return None
+
+
+def widest(caps: Sequence[CapRule]) -> int:
+    """The longest window in seconds (how far around a send the ledger must be read)."""
+    return int(max((c.per.total_seconds() for c in caps), default=0))

@@ -1,0 +1,532 @@
+"""The ``outreach`` command line.
+
+Exit codes (the README documents them): 0 fine; 1 some messages failed or have an unknown
+outcome; 2 invalid configuration or usage; 3 another run holds the ledger, nothing was done;
+4 an unexpected failure (the ledger unreachable, a bug), described in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from outreach import __version__
+from outreach.config import Project, find_config, load_project, sample_variables
+from outreach.errors import (
+    EXIT_CONFIG, EXIT_MESSAGES_FAILED, EXIT_OK, ConfigError, OutreachError, UsageError,
+)
+from outreach.ledger import Ledger, from_epoch, wall_clock
+from outreach.planner import PlanRow
+from outreach.plugins import Plugins, get_plugins
+from outreach.policy.addresses import normalize
+from outreach.render import RenderError, render_stored
+from outreach.report import COUNTERS, RunReport
+from outreach.run import execute, parse_now
+
+EXIT_INTERNAL = 4
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _State:
+    """What every command needs, made on first use."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self._plugins: Plugins | None = None
+
+    @property
+    def plugins(self) -> Plugins:
+        if self._plugins is None:
+            self._plugins = get_plugins()
+        return self._plugins
+
+    def project(self, only_valid: bool = False) -> Project:
+        return load_project(self.config, self.plugins, only_valid=only_valid)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _progress(enabled: bool):
+    """A live count of customers planned and messages sent, on a terminal only (quiet under cron)."""
+    if not enabled or not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,}"),
+                   TimeElapsedColumn(), console=err, transient=True)
+    tasks: dict[str, Any] = {}
+    bar.start()
+
+    def update(stage: str, n: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=None)
+        bar.update(tasks[stage], completed=n)
+
+    return update, bar.stop
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", type=click.Path(path_type=Path), envvar="OUTREACH_CONFIG",
+              default=None, help="The deployment file (default: ./outreach.toml, or $OUTREACH_CONFIG).")
+@click.version_option(__version__, prog_name="outreach")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """Keep in touch with customers by email and SMS, without ever bothering them."""
+    ctx.obj = _State(find_config(config))
+
+
+# ---------------------------------------------------------------------------------------- run / plan
+def _print_report(report: RunReport) -> None:
+    table = Table(title=f"outreach {'dry run' if report.dry_run else 'run'} at {report.now}",
+                  title_justify="left")
+    table.add_column("campaign")
+    table.add_column("due")
+    for c in COUNTERS:
+        table.add_column(c, justify="right")
+    for rep in report.campaigns.values():
+        table.add_row(rep.name, "yes" if rep.due else "no", *(str(getattr(rep, c)) for c in COUNTERS))
+    out.print(table)
+    for rep in report.campaigns.values():
+        if rep.error:
+            out.print(f"[red]{rep.name}: {rep.error}[/red]")
+        for reason, n in rep.reasons.most_common(5):
+            out.print(f"  {rep.name}: {n} × {reason}", markup=False)
+    if report.recovered != (0, 0):
+        out.print(f"recovered from an earlier crash: {report.recovered[0]} queued again, "
+                  f"{report.recovered[1]} marked unknown (see `outreach status`)")
+    if report.row_problem_count:
+        err.print(f"{report.row_problem_count} audience row(s) skipped:", markup=False)
+        for line in report.row_problems[:10]:
+            err.print(f"  {line}", markup=False)
+    for problem in report.skipped_campaigns:
+        err.print(f"campaign left out: {problem}", markup=False)
+
+
+@cli.command()
+@click.option("--now", "now_text", metavar="ISO-TIME", help="Decide everything as if it were this instant.")
+@click.option("--dry-run", is_flag=True, help="Decide, but write and send nothing.")
+@click.option("--campaign", "campaigns", multiple=True, metavar="NAME", help="Only this campaign (repeatable).")
+@click.option("--skip-invalid", is_flag=True, help="Run the valid campaigns even if others are invalid.")
+@click.option("--no-send", is_flag=True, help="Plan and record, but leave delivery to `outreach dispatch`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[str],
+        skip_invalid: bool, no_send: bool, as_json: bool) -> None:
+    """Plan due campaigns, record the decisions, and send what is due."""
+    project = state.project(only_valid=skip_invalid)
+    now = parse_now(now_text, project.tz)
+    update, stop = _progress(not as_json)
+    ledger = Ledger(project.ledger_url)
+    try:
+        report = execute(project, state.plugins, ledger, now, dry_run=dry_run, campaigns=campaigns,
+                         send=not no_send, progress=update)
+    finally:
+        stop()
+        ledger.close()
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        _print_report(report)
+    sys.exit(EXIT_OK if report.ok else EXIT_MESSAGES_FAILED)
+
+
+@cli.command()
+@click.option("--now", "now_text", metavar="ISO-TIME", help="Decide as if it were this instant.")
+@click.option("--campaign", "campaigns", multiple=True, metavar="NAME", help="Only this campaign.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per candidate.")
+@click.pass_obj
+def plan(state: _State, now_text: str | None, campaigns: Sequence[str], as_json: bool) -> None:
+    """Show who would get what, and for every skip the reason. Writes and sends nothing."""
+    project = state.project()
+    now = parse_now(now_text, project.tz)
+    rows: list[PlanRow] = []
+    ledger = Ledger(project.ledger_url)
+    try:
+        report = execute(project, state.plugins, ledger, now, dry_run=True, campaigns=campaigns,
+                         on_row=rows.append)
+    finally:
+        ledger.close()
+    if as_json:
+        _emit_json({"now": report.now, "candidates": [r.as_dict() for r in rows],
+                    "campaigns": [c.as_dict() for c in report.campaigns.values()]})
+        return
+    table = Table(title=f"plan at {report.now}", title_justify="left")
+    for col in ("campaign", "customer", "channel", "decision", "not before", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.campaign, r.customer, r.channel or "-", r.decision, r.not_before or "",
+                      r.reason)
+    out.print(table)
+    for rep in report.campaigns.values():
+        if not rep.due:
+            out.print(f"{rep.name}: not due ({rep.note})", markup=False)
+
+
+@cli.command()
+@click.option("--now", "now_text", metavar="ISO-TIME", help="Deliver what is due at this instant.")
+@click.option("--campaign", "campaigns", multiple=True, metavar="NAME", help="Only this campaign.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many messages.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def dispatch(state: _State, now_text: str | None, campaigns: Sequence[str], limit: int | None,
+             as_json: bool) -> None:
+    """Deliver due messages without planning. Several may run at once on one ledger."""
+    from outreach.dispatch import Dispatcher
+
+    project = state.project()
+    now = parse_now(now_text, project.tz)
+    report = RunReport(now=now.isoformat())
+    ledger = Ledger(project.ledger_url)
+    try:
+        Dispatcher(project, state.plugins, ledger, now, report, campaigns=campaigns).run(limit)
+    finally:
+        ledger.close()
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        _print_report(report)
+    sys.exit(EXIT_OK if report.ok else EXIT_MESSAGES_FAILED)
+
+
+# ---------------------------------------------------------------------------------------- validate
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def validate(state: _State, as_json: bool) -> None:
+    """Check the deployment, every campaign and the audience files, without sending anything."""
+    problems: list[str] = []
+    project = None
+    try:
+        project = state.project()
+    except ConfigError as exc:
+        problems = [str(p) for p in exc.problems]
+    if project is not None:
+        source = project.source()
+        problems += [f"{project.file}: {key}: {msg}" for key, msg in source.check()]
+    failures = [f"plugin {f.name}: {f.error}" for f in state.plugins.registry.failures]
+    result = {"ok": not problems, "problems": problems, "plugin_failures": failures,
+              "campaigns": sorted(project.campaigns) if project else []}
+    if as_json:
+        _emit_json(result)
+    else:
+        for p in problems:
+            err.print(p, markup=False)
+        for f in failures:
+            err.print(f"warning: {f}", markup=False)
+        if not problems:
+            out.print(f"ok: {len(result['campaigns'])} campaign(s) valid: "
+                      f"{', '.join(result['campaigns'])}", markup=False)
+    sys.exit(EXIT_OK if not problems else EXIT_CONFIG)
+
+
+# ---------------------------------------------------------------------------------------- preview / history
+@cli.command()
+@click.argument("campaign")
+@click.option("--customer", "customer_id", metavar="ID", help="Render for this customer (default: a sample).")
+@click.option("--channel", help="Render for this channel (default: every channel of the campaign).")
+@click.option("--now", "now_text", metavar="ISO-TIME", help="The instant the rule sees.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rendered fields as JSON.")
+@click.pass_obj
+def preview(state: _State, campaign: str, customer_id: str | None, channel: str | None,
+            now_text: str | None, as_json: bool) -> None:
+    """Render a campaign's message for one customer (or the sample customer), sending nothing."""
+    from outreach import templates
+
+    project = state.project()
+    if campaign not in project.campaigns:
+        raise UsageError(f"no campaign named {campaign!r} (campaigns: "
+                         f"{', '.join(sorted(project.campaigns))})")
+    camp = project.campaigns[campaign]
+    now = parse_now(now_text, project.tz)
+    variables = sample_variables(camp, project.tz, now)
+    locale = variables["customer"].get("locale", "en")
+    if customer_id:
+        customer = project.source().customer(customer_id)
+        if customer is None:
+            raise UsageError(f"no customer with id {customer_id!r} in the audience")
+        variables["customer"] = customer.template_view()
+        locale = customer.locale
+    channels = [channel] if channel else camp.channels
+    result = {}
+    for ch in channels:
+        if ch not in camp.templates:
+            raise UsageError(f"campaign {campaign!r} has no channel {ch!r} (channels: "
+                             f"{', '.join(camp.channels)})")
+        fields = camp.templates[ch].for_locale(locale)
+        rendered = {}
+        for name, source in fields.items():
+            try:
+                rendered[name] = templates.render(name, source, variables)
+            except Exception as exc:  # noqa: BLE001 - shown to the user as the render failure it is
+                rendered[name] = f"!! cannot render: {type(exc).__name__}: {exc}"
+        channel_obj = project.channels[ch].create()
+        rendered_problems = channel_obj.check_rendered(rendered, camp.templates[ch].options)
+        if project.channels[ch].cls.address == "phone" and "body" in rendered:
+            from outreach.sms import count_segments
+
+            seg = count_segments(rendered["body"])
+            rendered["_segments"] = f"{seg.segments} ({seg.encoding}, {seg.units} units)"
+        result[ch] = {"locale": locale, "fields": rendered, "problems": rendered_problems}
+    if as_json:
+        _emit_json({"campaign": campaign, "customer": customer_id or "sample", "channels": result})
+        return
+    for ch, r in result.items():
+        out.rule(f"{campaign} · {ch} · locale {r['locale']}")
+        for name, value in r["fields"].items():
+            out.print(f"[bold]{name}[/bold]")
+            out.print(value, markup=False)
+        for p in r["problems"]:
+            err.print(f"problem: {p}", markup=False)
+
+
+@cli.command()
+@click.option("--customer", "customer_id", required=True, metavar="ID", help="The customer.")
+@click.option("--render/--no-render", default=True, help="Show each message's text as it was sent.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def history(state: _State, customer_id: str, render: bool, as_json: bool) -> None:
+    """Everything planned for a customer, what they got (rendered exactly), and every refusal."""
+    project = state.project(only_valid=True)
+    ledger = Ledger(project.ledger_url)
+    try:
+        rows = ledger.customer_messages(customer_id)
+        refusals = ledger.customer_skips(customer_id)
+        items = []
+        for r in rows:
+            item = {k: r[k] for k in ("key", "campaign", "channel", "address", "state", "attempts",
+                                      "provider_id", "segments", "error")}
+            item["planned_for"] = from_epoch(r["not_before"]).isoformat()
+            item["sent_at"] = from_epoch(r["sent_at"]).isoformat() if r["sent_at"] else None
+            if render:
+                try:
+                    content, _ = render_stored(ledger.version_content(r["version_id"]), r["channel"],
+                                               r["locale"], json.loads(r["variables"]))
+                    item["content"] = content
+                except RenderError as exc:
+                    item["content"] = {"error": str(exc)}
+            items.append(item)
+    finally:
+        ledger.close()
+    skipped = [{"key": s["key"], "campaign": s["campaign"], "outcome": s["outcome"],
+                "reason": s["reason"], "decided_at": from_epoch(s["decided_at"]).isoformat()}
+               for s in refusals]
+    if as_json:
+        _emit_json({"customer": customer_id, "messages": items, "refusals": skipped})
+        return
+    if not items and not skipped:
+        out.print(f"nothing recorded for customer {customer_id!r}", markup=False)
+    for item in items:
+        out.rule(f"{item['campaign']} · {item['channel']} · {item['state']}")
+        out.print(f"to {item['address']}, planned for {item['planned_for']}"
+                  + (f", sent {item['sent_at']}" if item["sent_at"] else "")
+                  + (f" — {item['error']}" if item["error"] else ""), markup=False)
+        for name, value in (item.get("content") or {}).items():
+            out.print(f"[bold]{name}[/bold]")
+            out.print(value, markup=False)
+    for s in skipped:
+        out.print(f"not sent: {s['campaign']} ({s['outcome']}): {s['reason']}", markup=False)
+
+
+# ---------------------------------------------------------------------------------------- plugins
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def plugins(state: _State, as_json: bool) -> None:
+    """List the plugins: version, the hooks each implements, the channels and rules it adds."""
+    rows = state.plugins.describe()
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table(title="plugins", title_justify="left")
+    for col in ("name", "distribution", "version", "adds", "hooks"):
+        table.add_column(col)
+    for r in rows:
+        adds = ", ".join(f"{k[:-1]} {v}" for k in ("channels", "rules", "sources") for v in r[k])
+        table.add_row(r["name"], r["distribution"] or "-", r["version"] or "-",
+                      adds or "-", ", ".join(h.replace("outreach_", "") for h in r["hooks"])
+                      if not r.get("error") else f"[red]failed: {r['error']}[/red]")
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------- suppression
+def _kind_of(address: str) -> str:
+    return "email" if "@" in address else "phone"
+
+
+@cli.command()
+@click.argument("address", required=False)
+@click.option("--reason", help="Why (kept with the entry).")
+@click.option("--remove", is_flag=True, help="Remove the address from the list instead.")
+@click.option("--list", "show", is_flag=True, help="List every suppressed address.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def suppress(state: _State, address: str | None, reason: str | None, remove: bool, show: bool,
+             as_json: bool) -> None:
+    """Never write to ADDRESS again (an email address or a phone number), on any campaign."""
+    project = state.project(only_valid=True)
+    ledger = Ledger(project.ledger_url)
+    try:
+        if show:
+            rows = ledger.suppression_list()
+            for r in rows:
+                r["created_at"] = from_epoch(r["created_at"]).isoformat()
+            if as_json:
+                _emit_json(rows)
+            else:
+                for r in rows:
+                    out.print(f"{r['address']}  ({r['kind']}, {r['source']}, {r['created_at']}): "
+                              f"{r['reason']}", markup=False)
+            return
+        if not address:
+            raise UsageError("suppress: give an ADDRESS (or --list)")
+        kind = _kind_of(address)
+        normalized, problem = normalize(kind, address)
+        target = normalized or address.strip()
+        if remove:
+            done = ledger.unsuppress(kind, target)
+            result = {"address": target, "kind": kind, "removed": done}
+        else:
+            if not reason:
+                raise UsageError("suppress: --reason is required (it is kept with the entry)")
+            done = ledger.suppress(kind, target, reason, "operator")
+            result = {"address": target, "kind": kind, "added": done, "warning": problem}
+    finally:
+        ledger.close()
+    if as_json:
+        _emit_json(result)
+    else:
+        verb = "removed from" if remove else "added to"
+        if done:
+            out.print(f"{target} {verb} the suppression list", markup=False)
+        else:
+            out.print(f"{target} was {'not on' if remove else 'already on'} the suppression list",
+                      markup=False)
+
+
+# ---------------------------------------------------------------------------------------- status / resend
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def status(state: _State, as_json: bool) -> None:
+    """Last runs, and how many messages are queued, deferred, unknown and failed (by reason)."""
+    project = state.project(only_valid=True)
+    ledger = Ledger(project.ledger_url)
+    try:
+        runs = ledger.recent_runs(10)
+        counts = ledger.state_counts()
+        problems = ledger.problems()
+    finally:
+        ledger.close()
+    data = {
+        "states": {s: counts.get(s, 0) for s in ("queued", "sending", "deferred", "sent", "failed",
+                                                  "unknown")},
+        "problems": problems,
+        "runs": [{"id": r["id"], "command": r["command"], "status": r["status"],
+                  "started_at": from_epoch(r["started_at"]).isoformat(),
+                  "finished_at": from_epoch(r["finished_at"]).isoformat() if r["finished_at"] else None,
+                  "totals": (r["summary"] or {}).get("totals")} for r in runs],
+    }
+    if as_json:
+        _emit_json(data)
+        return
+    out.print("messages: " + ", ".join(f"{k} {v}" for k, v in data["states"].items()), markup=False)
+    for p in problems:
+        out.print(f"  {p['count']} {p['state']}: {p['error']}", markup=False)
+    table = Table(title="recent runs", title_justify="left")
+    for col in ("started", "finished", "command", "status", "sent", "failed", "unknown"):
+        table.add_column(col)
+    for r in data["runs"]:
+        t = r["totals"] or {}
+        table.add_row(r["started_at"], r["finished_at"] or "(running or stopped)", r["command"],
+                      r["status"], str(t.get("sent", "")), str(t.get("failed", "")),
+                      str(t.get("unknown", "")))
+    out.print(table)
+
+
+@cli.command()
+@click.option("--unknown", "unknown_only", is_flag=True, required=True,
+              help="Resend messages whose outcome is unknown (the only kind that can be resent).")
+@click.option("--key", "keys", multiple=True, metavar="KEY", help="Only this message (repeatable).")
+@click.option("--yes", is_flag=True, help="Queue them again; without it, only list them.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def resend(state: _State, unknown_only: bool, keys: Sequence[str], yes: bool, as_json: bool) -> None:
+    """List messages whose outcome is unknown; with --yes, queue them to be sent again.
+
+    An unknown message may already have reached the customer: check the provider's logs first.
+    """
+    project = state.project(only_valid=True)
+    ledger = Ledger(project.ledger_url)
+    try:
+        rows = [r for r in ledger.unknown_messages() if not keys or r["key"] in keys]
+        requeued = ledger.resend_unknown([r["key"] for r in rows], int(wall_clock())) if yes and rows else 0
+    finally:
+        ledger.close()
+    if as_json:
+        _emit_json({"unknown": rows, "requeued": requeued})
+        return
+    for r in rows:
+        out.print(f"{r['key']}  {r['channel']} → {r['address']}: {r['error']}", markup=False)
+    if yes:
+        out.print(f"{requeued} message(s) queued again; the next run sends them", markup=False)
+    elif rows:
+        out.print(f"{len(rows)} message(s) with an unknown outcome; add --yes to queue them again",
+                  markup=False)
+    else:
+        out.print("no message has an unknown outcome", markup=False)
+
+
+def _add_plugin_commands() -> None:
+    try:
+        get_plugins().pm.hook.outreach_register_commands(cli=cli)
+    except Exception as exc:  # noqa: BLE001 - a plugin's broken command must not break the CLI
+        err.print(f"warning: a plugin failed to add its commands: {exc}", markup=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every error a user can cause into a message and exit code."""
+    _add_plugin_commands()
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="outreach",
+                      standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_CONFIG)
+    except click.Abort:
+        err.print("aborted")
+        sys.exit(EXIT_CONFIG)
+    except OutreachError as exc:
+        err.print(f"error: {exc}" if not isinstance(exc, ConfigError) else
+                  "invalid configuration:\n" + "\n".join(f"  {p}" for p in exc.problems),
+                  markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback; OUTREACH_DEBUG shows it
+        if os.environ.get("OUTREACH_DEBUG"):
+            raise
+        from outreach.ledger import _first_line
+
+        err.print(f"error: unexpected {type(exc).__name__}: {_first_line(exc)} "
+                  "(set OUTREACH_DEBUG=1 to see where)", markup=False)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,694 @@
+"""Loading and validating ``outreach.toml`` and every campaign file, before anything else happens.
+
+Every problem found is collected and reported together, each naming the file, the key path and
+what was expected. A project with an invalid campaign is refused as a whole (nothing is sent) unless
+the caller asks to go on with the valid campaigns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from jinja2 import TemplateError
+
+from outreach import templates
+from outreach.audience import Source
+from outreach.channel import Channel
+from outreach.errors import ConfigError, Problem
+from outreach.plugins import Plugins
+from outreach.rule import Rule
+from outreach.settings import Setting, parse_clock, parse_duration, resolve
+
+CONFIG_FILE = "outreach.toml"
+CAMPAIGN_DIR = "campaigns"
+CATEGORIES = ("marketing", "transactional")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+#: Quiet hours unless outreach.toml says otherwise: nobody gets an SMS at night.
+DEFAULT_QUIET_HOURS = {"sms": ("21:00", "08:00")}
+
+
+@dataclass(frozen=True)
+class CapRule:
+    """At most ``max`` marketing messages per customer in any window of length ``per``."""
+
+    max: int
+    per: timedelta
+    #: Only count (and limit) this channel; None for all channels together.
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failed sends are retried: a few times in-process, then across runs with backoff."""
+
+    #: Attempts in total across runs before a message is failed for good.
+    max_attempts: int = 5
+    #: Attempts within one run (tenacity), for short glitches.
+    attempts_per_run: int = 3
+    #: First wait between runs, doubled per attempt, capped at ``max_backoff``.
+    backoff: timedelta = timedelta(minutes=1)
+    max_backoff: timedelta = timedelta(hours=1)
+    #: Longest in-process wait; a longer Retry-After defers the message to a later run instead.
+    max_wait: timedelta = timedelta(seconds=30)
+
+
+@dataclass
+class ChannelConfig:
+    """One ``[channels.NAME]`` table, validated."""
+
+    name: str
+    plugin: str
+    cls: type[Channel]
+    settings: dict[str, Any]
+    consent: str
+    rate_limit: float | None
+    concurrency: int
+    timeout: float
+    quiet_hours: tuple[time, time] | None
+
+    def create(self) -> Channel:
+        """A fresh channel instance (one per process)."""
+        return self.cls(self.name, {**self.settings, "timeout": self.timeout})
+
+
+@dataclass
+class ChannelTemplates:
+    """A campaign's templates for one channel: the default fields and per-locale overrides."""
+
+    fields: dict[str, str]
+    locales: dict[str, dict[str, str]]
+    options: dict[str, Any]
+
+    def for_locale(self, locale: str) -> dict[str, str]:
+        """The templates for a customer's locale: exact tag, then language, then the default."""
+        merged = dict(self.fields)
+        variant = pick_locale(locale, self.locales)
+        if variant:
+            merged.update(self.locales[variant])
+        return merged
+
+
+def pick_locale(locale: str, available: Mapping[str, Any]) -> str | None:
+    """The best of ``available`` for ``locale`` (``hy-AM`` → ``hy-AM``, then ``hy``), or None."""
+    if not locale:
+        return None
+    wanted = locale.replace("_", "-").lower()
+    lowered = {k.lower(): k for k in available}
+    while wanted:
+        if wanted in lowered:
+            return lowered[wanted]
+        wanted = wanted.rpartition("-")[0]
+    return None
+
+
+@dataclass
+class Campaign:
+    """One campaign file, validated."""
+
+    name: str
+    file: Path
+    rule_name: str
+    rule: Rule
+    channels: list[str]
+    category: str
+    priority: int
+    templates: dict[str, ChannelTemplates]
+    schedule: str | None = None
+    start: datetime | None = None
+    where: str | None = None
+    description: str = ""
+    sample: dict[str, Any] = field(default_factory=dict)
+    #: The campaign's content as stored in the ledger (templates inlined), and its hash.
+    content: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+    #: Customer fields the templates read (None: all of them).
+    customer_fields: set[str] | None = None
+
+
+@dataclass
+class Project:
+    """Everything one deployment is configured with."""
+
+    root: Path
+    file: Path
+    timezone: str
+    tz: ZoneInfo
+    ledger_url: str
+    source_cls: type[Source]
+    source_settings: dict[str, Any]
+    channels: dict[str, ChannelConfig]
+    caps: list[CapRule]
+    retry: RetryPolicy
+    campaigns: dict[str, Campaign]
+    #: Problems of campaigns left out because the caller asked to go on with the valid ones.
+    skipped: list[Problem] = field(default_factory=list)
+    batch_size: int = 2000
+    claim_ttl: timedelta = timedelta(minutes=10)
+
+    def source(self) -> Source:
+        """A fresh audience source."""
+        return self.source_cls(self.source_settings, self.root, self.timezone)
+
+
+_DEPLOYMENT_KEYS = {
+    "timezone": Setting("str", default="UTC", help="IANA time zone of schedules"),
+    "ledger": Setting("str", default="sqlite:///outreach.db", help="SQLAlchemy URL of the ledger"),
+    "batch_size": Setting("int", default=2000, minimum=1, help="customers per planning batch"),
+    "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
+                         help="how long a dispatch process may hold a message"),
+}
+_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry")
+_RETRY_KEYS = {
+    "max_attempts": Setting("int", default=5, minimum=1),
+    "attempts_per_run": Setting("int", default=3, minimum=1),
+    "backoff": Setting("duration", default=timedelta(minutes=1)),
+    "max_backoff": Setting("duration", default=timedelta(hours=1)),
+    "max_wait": Setting("duration", default=timedelta(seconds=30)),
+}
+_CAP_KEYS = {
+    "max": Setting("int", required=True, minimum=0, help="messages allowed in the window"),
+    "per": Setting("duration", required=True, minimum=1, help="the rolling window"),
+    "channel": Setting("str", help="limit only this channel"),
+}
+_CAMPAIGN_KEYS = {
+    "name": Setting("str", required=True),
+    "description": Setting("str", default=""),
+    "rule": Setting("str", required=True),
+    "schedule": Setting("str"),
+    "start": Setting("str"),
+    "channels": Setting("list", required=True),
+    "category": Setting("str", choices=CATEGORIES),
+    "priority": Setting("int"),
+    "where": Setting("str"),
+}
+
+
+def _read_toml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        problems.append(Problem(str(path), "", "file not found"))
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(Problem(str(path), "", f"not valid TOML: {exc}"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(str(path), "", f"cannot be read: {exc}"))
+    return None
+
+
+def find_config(start: Path | None = None) -> Path:
+    """``outreach.toml`` in the given folder or file (default: the current folder)."""
+    path = Path(start or ".")
+    return path / CONFIG_FILE if path.is_dir() else path
+
+
+def load_project(
+    config_path: Path, plugins: Plugins, *, only_valid: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Project:
+    """Read and validate the deployment and all its campaigns.
+
+    Raises ConfigError with every problem found. With ``only_valid``, invalid campaigns are left
+    out (and listed in ``Project.skipped``) while deployment-level problems still refuse everything.
+    """
+    problems: list[Problem] = []
+    config_path = Path(config_path)
+    data = _read_toml(config_path, problems)
+    if data is None:
+        raise ConfigError(problems)
+    root = config_path.resolve().parent
+    f = str(config_path)
+
+    top = {k: v for k, v in data.items() if k not in _TABLES}
+    base = resolve(_DEPLOYMENT_KEYS, top, file=f, prefix="")
+    problems += base.problems
+    tz_name = base.values.get("timezone") or "UTC"
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(Problem(f, "timezone", f"expected an IANA time zone such as "
+                                               f"\"Europe/London\", got {tz_name!r}"))
+        tz = ZoneInfo("UTC")
+    ledger_url = _ledger_url(base.values.get("ledger") or "sqlite:///outreach.db", root, f, problems)
+
+    for name in _TABLES:
+        if name in data and not isinstance(data[name], (dict, list)):
+            problems.append(Problem(f, name, "expected a table"))
+    source_cls, source_settings = _load_audience(data.get("audience", {}), plugins, f, root, problems)
+    quiet = _load_quiet_hours(data.get("quiet_hours", {}), f, problems)
+    channels = _load_channels(data.get("channels", {}), plugins, quiet, f, root, environ, problems)
+    caps = _load_caps(data.get("caps", []), channels, f, problems)
+    retry_table = data.get("retry", {})
+    retry_values = resolve(_RETRY_KEYS, retry_table if isinstance(retry_table, dict) else {},
+                           file=f, prefix="retry")
+    problems += retry_values.problems
+    retry = RetryPolicy(**retry_values.values) if not retry_values.problems else RetryPolicy()
+
+    if problems:
+        raise ConfigError(problems)
+
+    try:  # the audience's columns make sample renders strict about names it does not have
+        columns = source_cls(source_settings, root, tz_name).columns()
+    except Exception:  # noqa: BLE001 - a source that cannot tell is checked leniently
+        columns = (None, None)
+    campaigns: dict[str, Campaign] = {}
+    campaign_problems: list[Problem] = []
+    folder = root / CAMPAIGN_DIR
+    files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    seen: dict[str, Path] = {}
+    for path in files:
+        mine: list[Problem] = []
+        campaign = _load_campaign(path, root, plugins, channels, tz, columns, mine)
+        if campaign and campaign.name in seen:
+            mine.append(Problem(str(path), "name", f"campaign {campaign.name!r} is already defined "
+                                                   f"in {seen[campaign.name]}"))
+        if mine or campaign is None:
+            campaign_problems += mine
+            continue
+        seen[campaign.name] = path
+        campaigns[campaign.name] = campaign
+    if campaign_problems and not only_valid:
+        raise ConfigError(campaign_problems)
+
+    return Project(
+        root=root, file=config_path, timezone=tz_name, tz=tz, ledger_url=ledger_url,
+        source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
+        retry=retry, campaigns=campaigns, skipped=campaign_problems,
+        batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"],
+    )
+
+
+def _ledger_url(url: str, root: Path, f: str, problems: list[Problem]) -> str:
+    """Normalise the ledger URL: relative SQLite paths are relative to the project folder."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rest = url[len("sqlite:///"):]
+        if rest and rest != ":memory:":
+            return "sqlite:///" + str(root / rest)
+        return url
+    if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+        return url
+    problems.append(Problem(f, "ledger", "expected sqlite:///FILE or postgresql://… , got "
+                                         f"{url.split('://')[0]!r}"))
+    return url
+
+
+def _load_audience(table: Any, plugins: Plugins, f: str, root: Path,
+                   problems: list[Problem]) -> tuple[type[Source], dict[str, Any]]:
+    from outreach.sources.csv_source import CSVSource
+
+    if not isinstance(table, dict):
+        return CSVSource, {}
+    table = dict(table)
+    kind = table.pop("source", "csv")
+    cls = plugins.registry.sources.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        known = ", ".join(sorted(plugins.registry.sources))
+        problems.append(Problem(f, "audience.source", f"unknown source {kind!r} (registered: "
+                                                      f"{known}){plugins.registry.failure_hint()}"))
+        return CSVSource, {}
+    resolved = resolve(cls.settings, table, file=f, prefix="audience", root=root)
+    problems += resolved.problems
+    return cls, resolved.values
+
+
+def _load_quiet_hours(table: Any, f: str, problems: list[Problem]) -> dict[str, tuple[time, time]]:
+    merged: dict[str, Any] = dict(DEFAULT_QUIET_HOURS)
+    if isinstance(table, dict):
+        merged.update(table)
+    out: dict[str, tuple[time, time]] = {}
+    for channel, spec in merged.items():
+        key = f"quiet_hours.{channel}"
+        if spec is False or spec == {}:
+            continue  # `sms = false` turns the default off
+        if isinstance(spec, dict):
+            spec = (spec.get("start"), spec.get("end"))
+            extra = set(merged[channel]) - {"start", "end"} if isinstance(merged[channel], dict) else ()
+            for k in sorted(extra):
+                problems.append(Problem(f, f"{key}.{k}", "unknown key (known keys: end, start)"))
+        if not (isinstance(spec, (list, tuple)) and len(spec) == 2):
+            problems.append(Problem(f, key, 'expected { start = "21:00", end = "08:00" } or false'))
+            continue
+        try:
+            out[channel] = (parse_clock(spec[0]), parse_clock(spec[1]))
+        except ValueError as exc:
+            problems.append(Problem(f, key, str(exc)))
+    return out
+
+
+def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, time]], f: str,
+                   root: Path, environ: Mapping[str, str] | None,
+                   problems: list[Problem]) -> dict[str, ChannelConfig]:
+    out: dict[str, ChannelConfig] = {}
+    if not isinstance(table, dict) or not table:
+        problems.append(Problem(f, "channels", "expected at least one [channels.NAME] table"))
+        return out
+    for name, spec in table.items():
+        key = f"channels.{name}"
+        if not isinstance(spec, dict):
+            problems.append(Problem(f, key, "expected a table"))
+            continue
+        if not _NAME.match(name):
+            problems.append(Problem(f, key, "channel names use letters, digits, - and _"))
+        plugin = spec.get("plugin")
+        cls = plugins.registry.channels.get(plugin) if isinstance(plugin, str) else None
+        if cls is None:
+            known = ", ".join(sorted(plugins.registry.channels))
+            problems.append(Problem(f, f"{key}.plugin", f"expected a registered channel type "
+                                    f"({known}), got {plugin!r}{plugins.registry.failure_hint()}"))
+            continue
+        declared = {**Channel.CORE_SETTINGS, **cls.settings}
+        resolved = resolve(declared, spec, file=f, prefix=key, environ=environ, root=root)
+        if resolved.problems:
+            problems += resolved.problems
+            continue
+        values = resolved.values
+        own = {k: v for k, v in values.items() if k not in Channel.CORE_SETTINGS}
+        own["project_root"] = str(root)
+        out[name] = ChannelConfig(
+            name=name, plugin=plugin, cls=cls, settings=own,
+            consent=values.get("consent") or name, rate_limit=values.get("rate_limit"),
+            concurrency=values["concurrency"], timeout=float(values["timeout"]),
+            quiet_hours=quiet.get(name),
+        )
+        try:  # a channel may refuse combinations of settings in its constructor
+            out[name].create().close()
+        except Exception as exc:  # noqa: BLE001 - reported as a configuration problem
+            problems.append(Problem(f, key, str(exc) or type(exc).__name__))
+            del out[name]
+    for name in quiet:
+        if name not in table and name not in DEFAULT_QUIET_HOURS:
+            problems.append(Problem(f, f"quiet_hours.{name}", f"no channel named {name!r}"))
+    return out
+
+
+def _load_caps(table: Any, channels: dict[str, ChannelConfig], f: str,
+               problems: list[Problem]) -> list[CapRule]:
+    if isinstance(table, dict):
+        table = [table]
+    if not isinstance(table, list):
+        problems.append(Problem(f, "caps", "expected a list of [[caps]] tables"))
+        return []
+    caps = []
+    for i, spec in enumerate(table):
+        key = f"caps[{i}]"
+        if not isinstance(spec, dict):
+            problems.append(Problem(f, key, "expected a table with max and per"))
+            continue
+        resolved = resolve(_CAP_KEYS, spec, file=f, prefix=key)
+        problems += resolved.problems
+        if resolved.problems:
+            continue
+        channel = resolved.values.get("channel")
+        if channel is not None and channel not in channels:
+            problems.append(Problem(f, f"{key}.channel", f"no channel named {channel!r}"))
+            continue
+        caps.append(CapRule(resolved.values["max"], resolved.values["per"], channel))
+    return caps
+
+
+def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str, ChannelConfig],
+                   tz: ZoneInfo, columns: tuple[set[str] | None, set[str] | None],
+                   problems: list[Problem]) -> Campaign | None:
+    f = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    data = _read_toml(path, problems)
+    if data is None:
+        return None
+    channel_names = [k for k, v in data.items() if k in channels and isinstance(v, dict)]
+    top = {k: v for k, v in data.items() if k not in ("params", "sample") and k not in channel_names}
+    for k, v in list(top.items()):
+        if isinstance(v, dict) and k not in _CAMPAIGN_KEYS:
+            problems.append(Problem(f, k, f"no channel named {k!r} in outreach.toml (channels: "
+                                          f"{', '.join(sorted(channels))})"))
+            top.pop(k)
+    base = resolve(_CAMPAIGN_KEYS, top, file=f, prefix="")
+    problems += base.problems
+    v = base.values
+    name = v.get("name")
+    if isinstance(name, str) and not _NAME.match(name):
+        problems.append(Problem(f, "name", "expected letters, digits, - and _ (at most 63)"))
+
+    rule_cls = plugins.registry.rules.get(v.get("rule")) if isinstance(v.get("rule"), str) else None
+    rule = None
+    if rule_cls is None and "rule" in v:
+        known = ", ".join(sorted(plugins.registry.rules))
+        problems.append(Problem(f, "rule", f"expected a registered rule ({known}), got "
+                                           f"{v.get('rule')!r}{plugins.registry.failure_hint()}"))
+    elif rule_cls is not None:
+        params = data.get("params", {})
+        if not isinstance(params, dict):
+            problems.append(Problem(f, "params", "expected a [params] table of the rule's parameters"))
+            params = {}
+        resolved = resolve(rule_cls.params, params, file=f, prefix="params")
+        problems += resolved.problems
+        if not resolved.problems:
+            rule = rule_cls(name or path.stem, resolved.values)
+            for key, message in rule.check():
+                problems.append(Problem(f, f"params.{key}", message))
+        if rule_cls.requires_schedule and not v.get("schedule"):
+            problems.append(Problem(f, "schedule", f"the {rule_cls.name} rule needs a cron schedule"))
+
+    schedule = v.get("schedule")
+    if schedule is not None and not croniter.is_valid(schedule):
+        problems.append(Problem(f, "schedule", f"expected a cron expression such as \"0 10 * * *\", "
+                                               f"got {schedule!r}"))
+    start = None
+    if v.get("start") is not None:
+        try:
+            start = datetime.fromisoformat(v["start"])
+            start = start if start.tzinfo else start.replace(tzinfo=tz)
+        except ValueError:
+            problems.append(Problem(f, "start", f"expected a date such as \"2026-11-01\", got "
+                                                f"{v['start']!r}"))
+
+    chosen = v.get("channels") or []
+    if "channels" in v and not chosen:
+        problems.append(Problem(f, "channels", "expected at least one channel"))
+    for i, ch in enumerate(chosen):
+        if ch not in channels:
+            problems.append(Problem(f, f"channels[{i}]", f"no channel named {ch!r} in outreach.toml "
+                                                         f"(channels: {', '.join(sorted(channels))})"))
+        elif ch not in channel_names:
+            problems.append(Problem(f, ch, f"the campaign sends on {ch!r} but has no [{ch}] table "
+                                           "with its templates"))
+    for ch in channel_names:
+        if ch not in chosen:
+            problems.append(Problem(f, ch, f"templates for {ch!r}, which is not in channels"))
+
+    category = v.get("category") or (rule_cls.default_category if rule_cls else "marketing")
+    priority = v.get("priority")
+    if priority is None:
+        priority = rule_cls.default_priority if rule_cls else 0
+    where = v.get("where")
+    if where is not None:
+        try:
+            templates.compile_where(where)
+        except TemplateError as exc:
+            problems.append(Problem(f, "where", f"not a valid expression: {exc}"))
+
+    tmpl: dict[str, ChannelTemplates] = {}
+    for ch in channel_names:
+        if ch in chosen and ch in channels:
+            t = _load_channel_templates(data[ch], channels[ch], ch, f, root, category, problems)
+            if t is not None:
+                tmpl[ch] = t
+    sample = data.get("sample", {})
+    if not isinstance(sample, dict):
+        problems.append(Problem(f, "sample", "expected a table of sample values"))
+        sample = {}
+
+    if problems or rule is None:
+        return None
+    campaign = Campaign(
+        name=name, file=path, rule_name=v["rule"], rule=rule, channels=list(chosen),
+        category=category, priority=priority, templates=tmpl, schedule=schedule, start=start,
+        where=where, description=v.get("description") or "", sample=sample,
+    )
+    _seal(campaign)
+    _check_sample(campaign, channels, columns, tz, f, problems)
+    return None if problems else campaign
+
+
+def _load_channel_templates(table: dict[str, Any], channel: ChannelConfig, ch: str, f: str,
+                            root: Path, category: str,
+                            problems: list[Problem]) -> ChannelTemplates | None:
+    cls = channel.cls
+    before = len(problems)
+
+    def fields_of(tbl: dict[str, Any], prefix: str, allow_locales: bool):
+        fields: dict[str, str] = {}
+        options: dict[str, Any] = {}
+        locales: dict[str, dict[str, str]] = {}
+        for key, value in tbl.items():
+            path = f"{prefix}.{key}"
+            if isinstance(value, dict):
+                if not allow_locales:
+                    problems.append(Problem(f, path, "expected a template string"))
+                elif not _LOCALE.match(key):
+                    problems.append(Problem(f, path, "expected a locale table such as [email.hy], "
+                                                     "or a template field"))
+                else:
+                    sub, sub_options, _ = fields_of(value, path, False)
+                    if sub_options:
+                        problems.append(Problem(f, path, "locale tables hold templates only"))
+                    locales[key] = sub
+                continue
+            field_name = key[:-5] if key.endswith("_file") else key
+            if field_name in cls.template_fields:
+                if key.endswith("_file"):
+                    try:
+                        value = templates.read_template_file(root, value)
+                    except ValueError as exc:
+                        problems.append(Problem(f, path, str(exc)))
+                        continue
+                if not isinstance(value, str):
+                    problems.append(Problem(f, path, "expected a template string"))
+                    continue
+                error = templates.check_syntax(field_name, value)
+                if error:
+                    problems.append(Problem(f, path, error))
+                fields[field_name] = value
+            elif key in cls.campaign_options:
+                options[key] = value
+            else:
+                known = sorted(set(cls.template_fields) | set(cls.campaign_options))
+                problems.append(Problem(f, path, f"unknown key for a {cls.type_name} channel "
+                                                 f"(known: {', '.join(known)})"))
+        return fields, options, locales
+
+    fields, raw_options, locales = fields_of(table, ch, True)
+    resolved = resolve(cls.campaign_options, raw_options, file=f, prefix=ch)
+    problems += resolved.problems
+    present = set(fields)
+    for locale, sub in locales.items():
+        missing = [m for m in cls(ch, {**channel.settings, "timeout": channel.timeout}).check_campaign(
+            present | set(sub), resolved.values, category)]
+        for m in missing:
+            problems.append(Problem(f, f"{ch}.{locale}", m))
+    instance = channel.create()
+    for message in instance.check_campaign(present, resolved.values, category):
+        problems.append(Problem(f, ch, message))
+    instance.close()
+    if len(problems) > before:
+        return None
+    return ChannelTemplates(fields, locales, resolved.values)
+
+
+def _seal(campaign: Campaign) -> None:
+    """Compute what the ledger stores of a campaign (content, version hash, fields templates read)."""
+    content = {
+        "name": campaign.name, "rule": campaign.rule_name, "category": campaign.category,
+        "priority": campaign.priority, "channels": campaign.channels,
+        "templates": {ch: {"fields": t.fields, "locales": t.locales,
+                           "options": _jsonable(t.options)}
+                      for ch, t in campaign.templates.items()},
+    }
+    blob = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    campaign.content = content
+    campaign.version = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    sources = [src for t in campaign.templates.values()
+               for src in [*t.fields.values(), *(s for loc in t.locales.values() for s in loc.values())]]
+    campaign.customer_fields = templates.referenced_fields(sources)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, time):
+        return value.isoformat()
+    return value
+
+
+SAMPLE_CUSTOMER = {
+    "id": "sample", "first_name": "Ani", "last_name": "Petrosyan", "email": "ani@example.com",
+    "phone": "+37491234567", "timezone": "Asia/Yerevan", "locale": "hy", "tags": ["vip"],
+}
+
+
+def sample_variables(campaign: Campaign, tz: ZoneInfo, now: datetime | None = None,
+                     locale: str | None = None,
+                     columns: tuple[set[str] | None, set[str] | None] = (None, None),
+                     ) -> dict[str, Any]:
+    """Variables for a sample render: a sample customer (overridable with ``[sample.customer]``) and
+    the rule's own sample variables."""
+    now = now or datetime.now(tz)
+    customer = dict(SAMPLE_CUSTOMER)
+    customer.update(campaign.sample.get("customer", {}) if isinstance(campaign.sample.get("customer"),
+                                                                          dict) else {})
+    if locale:
+        customer["locale"] = locale
+    customer.setdefault("name", f"{customer.get('first_name', '')} {customer.get('last_name', '')}"
+                        .strip())
+    known_customer, known_event = columns
+    variables: dict[str, Any] = {"customer": SampleRecord(customer, known_customer)}
+    for name, value in campaign.rule.sample_variables(now, campaign.sample).items():
+        variables[name] = SampleRecord(value, known_event) if name == "event" else value
+    return variables
+
+
+class SampleRecord(dict):
+    """A sample customer or event: the audience's own columns render as placeholders.
+
+    Sample renders check templates, not data: a template that reads ``customer.club_renews_on``
+    must not fail validation because the built-in sample customer lacks that column, but a name
+    the audience does not have at all (a typo) still fails. ``known=None`` accepts any name.
+    """
+
+    def __init__(self, values: Mapping[str, Any], known: set[str] | None) -> None:
+        super().__init__(values)
+        self._known = known
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self:
+            return self[name]
+        if name.startswith("_") or (self._known is not None and name not in self._known):
+            raise AttributeError(name)
+        return f"<{name}>"
+
+    def __missing__(self, key: str) -> Any:
+        if self._known is not None and key not in self._known:
+            raise KeyError(key)
+        return f"<{key}>"
+
+
+def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig],
+                  columns: tuple[set[str] | None, set[str] | None],
+                  tz: ZoneInfo, f: str, problems: list[Problem]) -> None:
+    """Render every template variant against a sample customer; report what fails."""
+    for ch, tmpl in campaign.templates.items():
+        channel = channels[ch].create()
+        for locale in [None, *tmpl.locales]:
+            fields = tmpl.for_locale(locale or "")
+            variables = sample_variables(campaign, tz, locale=locale, columns=columns)
+            rendered = {}
+            for field_name, source in fields.items():
+                try:
+                    rendered[field_name] = templates.render(field_name, source, variables)
+                except TemplateError as exc:
+                    key = f"{ch}.{locale}.{field_name}" if locale and field_name in \
+                        tmpl.locales[locale] else f"{ch}.{field_name}"
+                    problems.append(Problem(f, key, f"fails on a sample customer: {exc}"))
+            if len(rendered) == len(fields):
+                for message in channel.check_rendered(rendered, tmpl.options):
+                    key = f"{ch}.{locale}" if locale else ch
+                    problems.append(Problem(f, key, f"on a sample customer: {message}"))
+        channel.close()
+    if campaign.where:
+        try:
+            templates.evaluate_where(
+                campaign.where, sample_variables(campaign, tz, columns=columns)["customer"])
+        except TemplateError as exc:
+            problems.append(Problem(f, "where", f"fails on a sample customer: {exc}"))

@@ -1,0 +1,612 @@
+"""The ledger: every decision and every message, in SQLite or PostgreSQL, behind one interface.
+
+SQLAlchemy Core keeps one set of queries for both databases. Times are stored as whole seconds since
+the epoch (UTC): comparisons are plain integer comparisons on both databases, there is no time-zone
+ambiguity, and rows stay small.
+
+The outbox is a state machine::
+
+    queued ──claim──▶ sending ──▶ sent | failed | deferred | unknown
+      ▲                  │  (claim expired, never handed over) ──▶ queued
+      └── deferred ◀─────┘  (claim expired after the hand-over)  ──▶ unknown
+
+A claim has an owner and an expiry; ``handed_at`` is written just before a message is handed to
+its provider, so a crashed process's rows are recovered exactly: never handed → queued again,
+possibly handed → ``unknown``, never resent without an operator's word.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time as _time
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import filelock
+from sqlalchemy import (
+    BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, bindparam,
+    create_engine, event, func, insert, select, text, update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from outreach.errors import LedgerBusy, OutreachError
+from outreach.rule import PastMessage
+
+metadata = MetaData()
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+messages = Table(
+    "messages", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("key", String(255), nullable=False, unique=True),
+    Column("campaign", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("name", String(256), nullable=False, default=""),
+    Column("locale", String(35), nullable=False, default=""),
+    Column("variables", Text, nullable=False),
+    Column("category", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("state", String(16), nullable=False),
+    Column("not_before", BigInteger, nullable=False),  # planned send time: what caps count
+    Column("due_at", BigInteger, nullable=False),  # next time it may be attempted
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claim_owner", String(64)),
+    Column("claim_expires", BigInteger),
+    Column("handed_at", BigInteger),
+    Column("provider_id", String(255)),
+    Column("segments", Integer),
+    Column("error", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("sent_at", BigInteger),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("run_id", String(64)),
+    Index("ix_messages_due", "state", "due_at"),
+    Index("ix_messages_customer", "customer_id", "not_before"),
+    Index("ix_messages_campaign_customer", "campaign", "customer_id"),
+)
+
+campaign_versions = Table(
+    "campaign_versions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("campaign", "hash", name="uq_campaign_version"),
+)
+
+campaign_state = Table(
+    "campaign_state", metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("last_fire", BigInteger),  # the last schedule occurrence fully planned
+    Column("pending_fire", BigInteger),  # an occurrence being planned (finished first after a crash)
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+suppressions = Table(
+    "suppressions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # "email" or "phone"
+    Column("address", String(320), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("source", String(64), nullable=False),  # operator, provider (STOP, bounce), import
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("kind", "address", name="uq_suppression"),
+)
+
+skips = Table(
+    "skips", metadata,
+    Column("key", String(255), primary_key=True),
+    Column("campaign", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("decided_at", BigInteger, nullable=False),
+    Column("run_id", String(64)),
+    Index("ix_skips_customer", "customer_id"),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("command", String(32), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    Column("now", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("summary", Text),
+)
+
+#: Message states. ``sending`` is the only one a process holds; the last four are outcomes.
+STATES = ("queued", "sending", "sent", "failed", "deferred", "unknown")
+_IN_LIST = 500  # ids or keys per IN (...) clause: well under every driver's parameter limit
+
+
+def epoch(value: datetime) -> int:
+    """Seconds since the epoch of an aware datetime."""
+    return int(value.timestamp())
+
+
+def from_epoch(value: int | None) -> datetime | None:
+    """An aware UTC datetime from stored seconds."""
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def wall_clock() -> int:
+    """Real time, for claims and leases (a replayed ``--now`` must not make live claims expire)."""
+    return int(_time.time())
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_LIST) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+@dataclass
+class Claimed:
+    """A message claimed for sending."""
+
+    id: int
+    key: str
+    campaign: str
+    version_id: int
+    customer_id: str
+    channel: str
+    address: str
+    name: str
+    locale: str
+    variables: dict[str, Any]
+    category: str
+    attempts: int
+
+
+class Ledger:
+    """One ledger, SQLite or PostgreSQL, shared safely by several processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = _driver_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        try:
+            if self.is_sqlite:
+                self.engine = _sqlite_engine(self.url, immediate=True)
+                self.reader = _sqlite_engine(self.url, immediate=False)
+            else:
+                self.engine = create_engine(self.url, pool_pre_ping=True, future=True)
+                self.reader = self.engine
+            metadata.create_all(self.engine, checkfirst=True)
+        except SQLAlchemyError as exc:
+            raise OutreachError(f"cannot open the ledger {_safe_url(self.url)}: "
+                                f"{_first_line(exc)}") from None
+        self._versions: dict[int, dict[str, Any]] = {}
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+        if self.reader is not self.engine:
+            self.reader.dispose()
+
+    # ------------------------------------------------------------------ the planner lock
+    @contextlib.contextmanager
+    def planner_lock(self) -> Iterator[None]:
+        """Hold the one-planner-at-a-time lock, or raise LedgerBusy at once.
+
+        SQLite: an OS file lock beside the database (released by the OS if the process dies).
+        PostgreSQL: a session advisory lock on a dedicated connection (released when it closes).
+        """
+        if self.is_sqlite:
+            db = self.url.split("///", 1)[1] if "///" in self.url else ""
+            if not db or db == ":memory:":
+                yield
+                return
+            lock = filelock.FileLock(db + ".lock", timeout=0)
+            try:
+                lock.acquire()
+            except filelock.Timeout:
+                raise LedgerBusy("another outreach run is in progress on this ledger "
+                                 f"({db}); nothing was done") from None
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        key = zlib.crc32(b"outreach-planner")
+        with self.engine.connect() as conn:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            conn.commit()
+            if not got:
+                raise LedgerBusy("another outreach run is in progress on this ledger; nothing was done")
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
+    # ------------------------------------------------------------------ campaign versions and state
+    def store_version(self, campaign: str, version: str, content: Mapping[str, Any]) -> int:
+        """The id of this campaign version, storing its content the first time it is seen."""
+        with self.engine.begin() as conn:
+            found = conn.execute(select(campaign_versions.c.id).where(
+                campaign_versions.c.campaign == campaign, campaign_versions.c.hash == version)).scalar()
+            if found is not None:
+                return found
+            return conn.execute(insert(campaign_versions).values(
+                campaign=campaign, hash=version, created_at=wall_clock(),
+                content=json.dumps(content, ensure_ascii=False, sort_keys=True),
+            )).inserted_primary_key[0]
+
+    def version_content(self, version_id: int) -> dict[str, Any]:
+        """The stored content of a campaign version (cached: versions never change)."""
+        if version_id not in self._versions:
+            with self.reader.connect() as conn:
+                raw = conn.execute(select(campaign_versions.c.content).where(
+                    campaign_versions.c.id == version_id)).scalar_one()
+            self._versions[version_id] = json.loads(raw)
+        return self._versions[version_id]
+
+    def campaign_states(self) -> dict[str, tuple[int | None, int | None]]:
+        """campaign -> (last fire, pending fire), as epoch seconds."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(campaign_state.c.campaign, campaign_state.c.last_fire,
+                                       campaign_state.c.pending_fire)).all()
+        return {r.campaign: (r.last_fire, r.pending_fire) for r in rows}
+
+    def _upsert_state(self, campaign: str, **values: Any) -> None:
+        values["updated_at"] = wall_clock()
+        with self.engine.begin() as conn:
+            done = conn.execute(update(campaign_state).where(
+                campaign_state.c.campaign == campaign).values(**values)).rowcount
+            if not done:
+                conn.execute(insert(campaign_state).values(campaign=campaign, **values))
+
+    def begin_occurrence(self, campaign: str, fire: int) -> None:
+        """Record that ``fire`` is being planned: after a crash the next run finishes it first."""
+        self._upsert_state(campaign, pending_fire=fire)
+
+    def complete_occurrence(self, campaign: str, fire: int) -> None:
+        """Record that ``fire`` was fully planned."""
+        self._upsert_state(campaign, last_fire=fire, pending_fire=None)
+
+    # ------------------------------------------------------------------ planning queries (set-wise)
+    def existing_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` are already in the outbox."""
+        found: set[str] = set()
+        with self.reader.connect() as conn:
+            for part in _chunks(list(keys)):
+                found.update(conn.execute(select(messages.c.key).where(messages.c.key.in_(part))).scalars())
+        return found
+
+    def history(self, campaign: str, customer_ids: Sequence[str]) -> dict[str, list[PastMessage]]:
+        """This campaign's messages for these customers, any state."""
+        out: dict[str, list[PastMessage]] = {}
+        with self.reader.connect() as conn:
+            for part in _chunks(list(customer_ids)):
+                rows = conn.execute(select(messages.c.customer_id, messages.c.key,
+                                           messages.c.not_before, messages.c.state).where(
+                    messages.c.campaign == campaign, messages.c.customer_id.in_(part)))
+                for r in rows:
+                    out.setdefault(r.customer_id, []).append(
+                        PastMessage(r.key, from_epoch(r.not_before), r.state))
+        return out
+
+    def cap_usage(self, customer_ids: Sequence[str], lo: int, hi: int) -> dict[str, list[tuple[str, int]]]:
+        """Marketing messages planned for these customers between ``lo`` and ``hi`` (not failed).
+
+        customer id -> [(channel, planned time)]: what frequency caps count.
+        """
+        out: dict[str, list[tuple[str, int]]] = {}
+        with self.reader.connect() as conn:
+            for part in _chunks(list(customer_ids)):
+                rows = conn.execute(select(messages.c.customer_id, messages.c.channel,
+                                           messages.c.not_before).where(
+                    messages.c.customer_id.in_(part), messages.c.not_before > lo,
+                    messages.c.not_before < hi, messages.c.state != "failed",
+                    messages.c.category != "transactional"))
+                for r in rows:
+                    out.setdefault(r.customer_id, []).append((r.channel, r.not_before))
+        return out
+
+    def suppressed(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Which (kind, address) pairs are suppressed, with the reason."""
+        by_kind: dict[str, set[str]] = {}
+        for kind, address in pairs:
+            by_kind.setdefault(kind, set()).add(address)
+        out: dict[tuple[str, str], str] = {}
+        with self.reader.connect() as conn:
+            for kind, addresses in by_kind.items():
+                for part in _chunks(sorted(addresses)):
+                    for r in conn.execute(select(suppressions.c.address, suppressions.c.reason).where(
+                            suppressions.c.kind == kind, suppressions.c.address.in_(part))):
+                        out[(kind, r.address)] = r.reason
+        return out
+
+    def insert_messages(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Add planned messages; a key already present is left alone. Returns how many were new."""
+        if not rows:
+            return 0
+        stamp = wall_clock()
+        payload = [{**r, "created_at": stamp, "updated_at": stamp, "attempts": 0} for r in rows]
+        with self.engine.begin() as conn:
+            before = set(conn.execute(select(messages.c.key).where(
+                messages.c.key.in_([r["key"] for r in payload]))).scalars()) if len(payload) <= _IN_LIST \
+                else self._keys_in(conn, [r["key"] for r in payload])
+            fresh = [r for r in payload if r["key"] not in before]
+            if fresh:
+                conn.execute(insert(messages), fresh)
+        return len(fresh)
+
+    @staticmethod
+    def _keys_in(conn, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in _chunks(list(keys)):
+            found.update(conn.execute(select(messages.c.key).where(messages.c.key.in_(part))).scalars())
+        return found
+
+    def record_skips(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Record refused candidates with their reason (the latest decision per key is kept)."""
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            keys = [r["key"] for r in rows]
+            existing = self._keys_in_table(conn, skips, keys)
+            new = [r for r in rows if r["key"] not in existing]
+            old = [r for r in rows if r["key"] in existing]
+            if new:
+                conn.execute(insert(skips), new)
+            if old:
+                conn.execute(update(skips).where(skips.c.key == bindparam("b_key")).values(
+                    outcome=bindparam("outcome"), reason=bindparam("reason"),
+                    decided_at=bindparam("decided_at"), run_id=bindparam("run_id")),
+                    [{**r, "b_key": r["key"]} for r in old])
+
+    @staticmethod
+    def _keys_in_table(conn, table: Table, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in _chunks(list(keys)):
+            found.update(conn.execute(select(table.c.key).where(table.c.key.in_(part))).scalars())
+        return found
+
+    # ------------------------------------------------------------------ dispatch
+    def recover(self, now_wall: int | None = None) -> tuple[int, int]:
+        """Take back claims whose process is gone (expired). Returns (requeued, marked unknown)."""
+        t = now_wall or wall_clock()
+        expired = (messages.c.state == "sending") & (messages.c.claim_expires < t)
+        with self.engine.begin() as conn:
+            unknown = conn.execute(update(messages).where(expired, messages.c.handed_at.is_not(None))
+                                   .values(state="unknown", claim_owner=None, claim_expires=None,
+                                           updated_at=t,
+                                           error="the sending process stopped after handing the "
+                                                 "message to the provider; it may have been sent")
+                                   ).rowcount
+            requeued = conn.execute(update(messages).where(expired, messages.c.handed_at.is_(None))
+                                    .values(state="queued", claim_owner=None, claim_expires=None,
+                                            updated_at=t)).rowcount
+        return requeued, unknown
+
+    def claim(self, owner: str, limit: int, now: int, ttl: int,
+              campaigns: Sequence[str] | None = None, channels: Sequence[str] | None = None,
+              ) -> list[Claimed]:
+        """Atomically claim up to ``limit`` due messages for ``owner`` (queued/deferred → sending).
+
+        PostgreSQL uses ``FOR UPDATE SKIP LOCKED`` so several dispatchers never wait on each other;
+        SQLite serialises writers, and the claim is one statement in an immediate transaction.
+        """
+        t = wall_clock()
+        due = select(messages.c.id).where(messages.c.state.in_(("queued", "deferred")),
+                                          messages.c.due_at <= now)
+        if campaigns:
+            due = due.where(messages.c.campaign.in_(list(campaigns)))
+        if channels is not None:
+            due = due.where(messages.c.channel.in_(list(channels)))
+        due = due.order_by(messages.c.priority.desc(), messages.c.due_at, messages.c.id).limit(limit)
+        if not self.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+        stmt = (update(messages).where(messages.c.id.in_(due.scalar_subquery()))
+                .values(state="sending", claim_owner=owner, claim_expires=t + ttl, handed_at=None,
+                        updated_at=t)
+                .returning(messages.c.id, messages.c.key, messages.c.campaign, messages.c.version_id,
+                           messages.c.customer_id, messages.c.channel, messages.c.address,
+                           messages.c.name, messages.c.locale, messages.c.variables,
+                           messages.c.category, messages.c.attempts))
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+        return [Claimed(r.id, r.key, r.campaign, r.version_id, r.customer_id, r.channel, r.address,
+                        r.name, r.locale, json.loads(r.variables), r.category, r.attempts)
+                for r in rows]
+
+    def mark_handed(self, ids: Sequence[int], owner: str) -> None:
+        """Record that these messages are about to be handed to their provider."""
+        t = wall_clock()
+        with self.engine.begin() as conn:
+            for part in _chunks(list(ids)):
+                conn.execute(update(messages).where(messages.c.id.in_(part),
+                                                    messages.c.claim_owner == owner)
+                             .values(handed_at=t, updated_at=t))
+
+    def release(self, ids: Sequence[int], owner: str) -> None:
+        """Give claimed messages back untouched (a dispatcher stopping early)."""
+        with self.engine.begin() as conn:
+            for part in _chunks(list(ids)):
+                conn.execute(update(messages).where(messages.c.id.in_(part),
+                                                    messages.c.claim_owner == owner,
+                                                    messages.c.state == "sending")
+                             .values(state="queued", claim_owner=None, claim_expires=None,
+                                     handed_at=None, updated_at=wall_clock()))
+
+    def settle(self, outcomes: Sequence[dict[str, Any]], owner: str) -> None:
+        """Write what happened to claimed messages: state, provider id, error, next attempt.
+
+        Each dict has ``id`` and ``state`` and any of ``provider_id``, ``segments``, ``error``,
+        ``sent_at``, ``due_at``, ``attempts``. Only rows this owner still holds are touched, so a
+        claim that expired and was recovered elsewhere is not overwritten.
+        """
+        if not outcomes:
+            return
+        t = wall_clock()
+        cols = ("provider_id", "segments", "error", "sent_at", "due_at", "attempts")
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for o in outcomes:
+            present = tuple(c for c in cols if c in o)
+            groups.setdefault(present, []).append(o)
+        with self.engine.begin() as conn:
+            for present, rows in groups.items():
+                values = {"state": bindparam("b_state"), "claim_owner": None, "claim_expires": None,
+                          "updated_at": t}
+                values.update({c: bindparam(f"b_{c}") for c in present})
+                stmt = update(messages).where(messages.c.id == bindparam("b_id"),
+                                              messages.c.claim_owner == owner).values(**values)
+                conn.execute(stmt, [{"b_id": r["id"], "b_state": r["state"],
+                                     **{f"b_{c}": r[c] for c in present}} for r in rows])
+
+    def resend_unknown(self, keys: Sequence[str] | None, now: int) -> int:
+        """Queue messages whose outcome is unknown again, on an operator's explicit word."""
+        with self.engine.begin() as conn:
+            stmt = update(messages).where(messages.c.state == "unknown")
+            if keys is not None:
+                stmt = stmt.where(messages.c.key.in_(list(keys)))
+            return conn.execute(stmt.values(state="queued", due_at=now, handed_at=None,
+                                            error=None, updated_at=wall_clock())).rowcount
+
+    # ------------------------------------------------------------------ suppressions
+    def suppress(self, kind: str, address: str, reason: str, source: str) -> bool:
+        """Add an address to the suppression list. False when it was already there."""
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(suppressions.c.id).where(
+                suppressions.c.kind == kind, suppressions.c.address == address)).first()
+            if exists:
+                return False
+            conn.execute(insert(suppressions).values(kind=kind, address=address, reason=reason,
+                                                     source=source, created_at=wall_clock()))
+            return True
+
+    def unsuppress(self, kind: str, address: str) -> bool:
+        """Remove an address from the suppression list (the customer asked to hear from us again)."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(suppressions.delete().where(
+                suppressions.c.kind == kind, suppressions.c.address == address)).rowcount)
+
+    def suppression_list(self) -> list[dict[str, Any]]:
+        """Every suppressed address."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(suppressions).order_by(suppressions.c.created_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # ------------------------------------------------------------------ runs and reports
+    def start_run(self, command: str, now: int) -> str:
+        """Record the start of a run; returns its id."""
+        run_id = uuid.uuid4().hex[:16]
+        with self.engine.begin() as conn:
+            conn.execute(insert(runs).values(id=run_id, command=command, started_at=wall_clock(),
+                                             now=now, status="running"))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, summary: Mapping[str, Any]) -> None:
+        """Record how a run ended, with its summary."""
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(
+                finished_at=wall_clock(), status=status, summary=json.dumps(summary)))
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest runs, newest first."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.started_at.desc()).limit(limit)).all()
+        return [{**dict(r._mapping), "summary": json.loads(r.summary) if r.summary else None}
+                for r in rows]
+
+    def state_counts(self) -> dict[str, int]:
+        """How many messages are in each state."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(messages.c.state, func.count()).group_by(messages.c.state)).all()
+        return {state: n for state, n in rows}
+
+    def problems(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Failed and unknown messages grouped by state and error, most frequent first."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(messages.c.state, messages.c.error, func.count().label("n"))
+                                .where(messages.c.state.in_(("failed", "unknown", "deferred")))
+                                .group_by(messages.c.state, messages.c.error)
+                                .order_by(func.count().desc()).limit(limit)).all()
+        return [{"state": r.state, "error": r.error, "count": r.n} for r in rows]
+
+    def customer_messages(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every message planned for a customer, oldest first."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(messages).where(messages.c.customer_id == customer_id)
+                                .order_by(messages.c.not_before, messages.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def customer_skips(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every refusal recorded for a customer."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(skips).where(skips.c.customer_id == customer_id)
+                                .order_by(skips.c.decided_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def unknown_messages(self) -> list[dict[str, Any]]:
+        """Messages whose outcome is unknown, for an operator to decide on."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(messages.c.key, messages.c.campaign, messages.c.customer_id,
+                                       messages.c.channel, messages.c.address, messages.c.error,
+                                       messages.c.updated_at)
+                                .where(messages.c.state == "unknown").order_by(messages.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+
+def _driver_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _first_line(exc: BaseException) -> str:
+    text_ = str(getattr(exc, "orig", None) or exc).strip()
+    return text_.splitlines()[0] if text_ else type(exc).__name__
+
+
+def _sqlite_engine(url: str, immediate: bool) -> Engine:
+    """A SQLite engine for several processes: WAL, a busy timeout, and (for writers) BEGIN IMMEDIATE.
+
+    BEGIN IMMEDIATE takes the write lock when a transaction starts, so two processes never both
+    read-then-write and deadlock; readers use plain transactions and are not blocked (WAL).
+    """
+    db = url.split("///", 1)[1] if "///" in url else ""
+    if db and db != ":memory:":
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True, connect_args={"timeout": 60, "isolation_level": None})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # pragma: no cover
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+__all__ = ["Ledger", "Claimed", "STATES", "epoch", "from_epoch", "wall_clock", "OperationalError"]

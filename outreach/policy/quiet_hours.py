@@ -1,0 +1,47 @@
+"""Quiet hours: nothing arrives at night on the recipient's own clock. Sends are deferred, not dropped.
+
+Windows may cross midnight (21:00–08:00). Times are computed in the customer's IANA zone, so a
+deferral to 08:00 is 08:00 for them on the day of a DST change too; an end time that does not exist
+that day (inside a spring-forward gap) moves to the first instant that does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+
+from outreach import hookimpl
+from outreach.decision import Choice, DecisionContext, Defer, Refusal
+from outreach.rule import Candidate, customer_zone
+
+
+def quiet_until(when: datetime, start: time, end: time, zone) -> datetime | None:
+    """When the quiet window containing ``when`` ends (UTC), or None if ``when`` is not in one."""
+    local = when.astimezone(zone)
+    t = local.timetz().replace(tzinfo=None)
+    if start == end:
+        return None
+    if start < end:
+        if not (start <= t < end):
+            return None
+        day = local.date()
+    elif t >= start:
+        day = local.date() + timedelta(days=1)
+    elif t < end:
+        day = local.date()
+    else:
+        return None
+    wall = datetime.combine(day, end, tzinfo=zone)
+    # Round-trip through UTC: a wall time in a DST gap becomes the first real instant after it.
+    return wall.astimezone(timezone.utc)
+
+
+@hookimpl
+def outreach_decide(candidate: Candidate, choice: Choice, ctx: DecisionContext) -> Defer | Refusal | None:
+    hours = choice.channel.quiet_hours
+    if not hours:
+        return None
+    zone = customer_zone(candidate.customer, ctx.tz)
+    until = quiet_until(choice.send_at, hours[0], hours[1], zone)
+    if until is None:
+        return None
+    return Defer(until, f"quiet hours {hours[0]:%H:%M}–{hours[1]:%H:%M} in {zone.key}")

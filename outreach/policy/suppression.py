@@ -1,0 +1,21 @@
+"""Suppression: addresses that must not be written to (STOP replies, bounces, an operator's word).
+
+The planner loads the suppressed addresses of a whole batch in one query; this step only looks
+them up. Suppressions apply to every campaign and every category.
+"""
+
+from __future__ import annotations
+
+from outreach import hookimpl
+from outreach.decision import ChannelInfo, DecisionContext, Refusal
+from outreach.policy.addresses import normalize, raw_address
+from outreach.rule import Candidate
+
+
+@hookimpl
+def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
+                           ctx: DecisionContext) -> Refusal | None:
+    raw = raw_address(candidate, channel.address_kind)
+    address, _ = normalize(channel.address_kind, raw)
+    reason = ctx.suppression_reason(channel.address_kind, address or raw or "")
+    return Refusal(f"suppressed: {reason}", "suppressed") if reason else None

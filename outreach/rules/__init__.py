@@ -1,0 +1,1 @@
+"""Built-in rules: newsletter, thank_you, reminder, apology and birthday."""

@@ -1,0 +1,53 @@
+"""What the event-driven rules (thank_you, apology) share: one message per event, in a time window."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Mapping, Sequence
+
+from outreach.audience import Profile
+from outreach.rule import Candidate, EventNeeds, Rule, SelectContext
+
+
+class EventRule(Rule):
+    """One message per event of the configured types, ``delay`` after it, within ``within``.
+
+    Events older than the window are never written about: a thank-you two weeks late is worse than
+    none, and a ledger imported into a new deployment must not greet its whole history.
+    """
+
+    #: The parameter naming the event types.
+    types_param = "event"
+
+    def _types(self) -> frozenset[str]:
+        return frozenset(self.params[self.types_param])
+
+    def _delay(self) -> timedelta:
+        return self.params.get("delay") or timedelta(0)
+
+    def event_needs(self, now: datetime) -> EventNeeds:
+        return EventNeeds(types=self._types(), since=now - self._delay() - self.params["within"])
+
+    def check(self) -> list[tuple[str, str]]:
+        if not self.params[self.types_param]:
+            return [(self.types_param, "expected at least one event type")]
+        return []
+
+    def select(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
+        types, delay, window = self._types(), self._delay(), self.params["within"]
+        for p in profiles:
+            for event in p.events:
+                if event.type not in types:
+                    continue
+                due = event.time + delay
+                if due <= ctx.now <= due + window:
+                    yield Candidate(f"{self.campaign}:{event.id}", p.customer,
+                                    {"event": event.template_view()},
+                                    not_before=due if due > ctx.now else None)
+
+    def sample_variables(self, now: datetime, sample: Mapping[str, Any]) -> dict[str, Any]:
+        given = sample.get("event", {}) if isinstance(sample.get("event"), dict) else {}
+        event = {"id": "e-sample", "type": sorted(self._types())[0] if self._types() else "event",
+                 "time": now.isoformat()}
+        event.update(given)
+        return {"event": event}

@@ -1,0 +1,64 @@
+"""birthday: greet customers on their birthday, on their own calendar, once a year.
+
+The date attribute may carry a year (``1990-11-24``, giving ``age``) or not (``--11-24``). People
+born on 29 February are greeted on 28 February in other years.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import date, datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+from outreach import hookimpl
+from outreach.audience import Profile
+from outreach.rule import Candidate, Rule, SelectContext
+from outreach.settings import Setting
+
+_BIRTHDAY = re.compile(r"^(?:(\d{4})|-)-(\d{2})-(\d{2})$")
+
+
+def parse_birthday(value: Any) -> tuple[int | None, int, int] | None:
+    """(year or None, month, day) from ``1990-11-24`` or ``--11-24``; None when not a birthday."""
+    m = _BIRTHDAY.match(value.strip()) if isinstance(value, str) else None
+    if not m:
+        return None
+    year = int(m.group(1)) if m.group(1) else None
+    month, day = int(m.group(2)), int(m.group(3))
+    try:
+        date(year or 2000, month, day)  # 2000 is a leap year: --02-29 is valid
+    except ValueError:
+        return None
+    return year, month, day
+
+
+class Birthday(Rule):
+    """One greeting per customer per year, on the day of their birthday in their time zone."""
+
+    name = "birthday"
+    default_priority = 40
+    params = {"attribute": Setting("str", default="birthday", help="the customer's date attribute")}
+
+    def select(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
+        attribute = self.params["attribute"]
+        for p in profiles:
+            parsed = parse_birthday(p.customer.attributes.get(attribute))
+            if parsed is None:
+                continue
+            year, month, day = parsed
+            today = ctx.local_now(p.customer).date()
+            if month == 2 and day == 29 and not calendar.isleap(today.year):
+                day = 28
+            if (today.month, today.day) != (month, day):
+                continue
+            age = today.year - year if year else None
+            yield Candidate(f"{self.campaign}:{p.customer.id}:{today.year}", p.customer, {"age": age})
+
+    def sample_variables(self, now: datetime, sample: Mapping[str, Any]) -> dict[str, Any]:
+        return {"age": sample.get("age", 30)}
+
+
+@hookimpl
+def outreach_register_rules(register):
+    register(Birthday)

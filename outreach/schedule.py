@@ -1,0 +1,73 @@
+"""When a scheduled campaign is due.
+
+A campaign with a cron ``schedule`` (read in the deployment's time zone, so ``0 9 * * *`` is 09:00
+there, across DST changes) is due when a fire time falls after its last fire time and at or before
+now. Fire times missed while nothing ran collapse into the latest one: a week of downtime sends one
+newsletter, not seven. An occurrence whose planning was interrupted is finished before a newer one
+is considered, so a crash can neither skip nor double an occurrence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from outreach.ledger import epoch, from_epoch
+
+
+@dataclass(frozen=True)
+class Due:
+    """Whether a campaign is due at a run, and which occurrence it serves."""
+
+    due: bool
+    #: The schedule occurrence (None for campaigns without a schedule).
+    occurrence: datetime | None = None
+    #: True when finishing an occurrence an earlier run began but did not complete.
+    resumed: bool = False
+    #: For reports: why it is or is not due.
+    note: str = ""
+    #: Set for a campaign seen for the first time: the planner records it as the last fire time,
+    #: so the campaign's occurrences count from the moment it was first seen.
+    baseline: datetime | None = None
+
+
+def latest_fire(schedule: str, now: datetime, tz: ZoneInfo) -> datetime:
+    """The latest fire time at or before ``now`` (croniter's get_prev is strictly before)."""
+    return croniter(schedule, now.astimezone(tz) + timedelta(seconds=1)).get_prev(datetime)
+
+
+def next_fire(schedule: str, after: datetime, tz: ZoneInfo) -> datetime:
+    """The first fire time after ``after``."""
+    return croniter(schedule, after.astimezone(tz)).get_next(datetime)
+
+
+def due(schedule: str | None, start: datetime | None, state: tuple[int | None, int | None] | None,
+        now: datetime, tz: ZoneInfo) -> Due:
+    """Decide whether a campaign is due at ``now``.
+
+    ``state`` is the ledger's (last fire, pending fire). A scheduled campaign seen for the first
+    time without a ``start`` is due from its next fire time on: adding a campaign file never sends
+    a message for an occurrence that was already past.
+    """
+    if schedule is None:
+        return Due(True, note="event-driven: evaluated on every run")
+    last, pending = state or (None, None)
+    if pending is not None:
+        return Due(True, from_epoch(pending), resumed=True, note="finishing an interrupted occurrence")
+    fire = latest_fire(schedule, now, tz)
+    if last is None:
+        if start is None:
+            return Due(False, note="new campaign: first occurrence at "
+                                   f"{next_fire(schedule, now, tz).isoformat()}", baseline=now)
+        floor = start
+    else:
+        floor = from_epoch(last)
+    if fire > floor or (last is None and fire >= floor):
+        return Due(True, fire, note=f"occurrence {fire.isoformat()}")
+    return Due(False, note=f"next occurrence {next_fire(schedule, now, tz).isoformat()}")
+
+
+__all__ = ["Due", "due", "latest_fire", "next_fire", "epoch"]

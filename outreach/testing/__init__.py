@@ -1,0 +1,27 @@
+"""Testing helpers for plugin authors: a fake provider API and the channel contract check.
+
+A channel plugin is tested with its provider's real SDK pointed at a :class:`FakeProvider` subclass
+that speaks the provider's API on ``127.0.0.1``, checks every request against the provider's
+OpenAPI description (:func:`load_spec`) and can fail on demand (429, 5xx, slow answers, dropped
+connections). :func:`check_channel` then proves the plugin keeps the contract the core relies on:
+installed through its entry point, settings and secrets declared right, errors classified as the
+provider means them, one delivery per message of a batch::
+
+    from outreach.testing import FakeProvider, Reply, check_channel, load_spec, sample_message
+
+This package is public API: plugins may import it (their tests do), and it changes with care.
+"""
+
+from outreach.testing.contract import ContractReport, check_channel, closed_port_url, sample_message
+from outreach.testing.server import FakeProvider, RecordedRequest, Reply, load_spec
+
+__all__ = [
+    "ContractReport",
+    "FakeProvider",
+    "RecordedRequest",
+    "Reply",
+    "check_channel",
+    "closed_port_url",
+    "load_spec",
+    "sample_message",
+]
