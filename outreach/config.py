@@ -193,16 +193,18 @@ _CAMPAIGN_KEYS = {
 }
 
 
-def _read_toml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+def _read_toml(path: Path, problems: list[Problem], shown: str | None = None) -> dict[str, Any] | None:
+    """Parse a TOML file; a problem names it as ``shown`` (relative to the project) when given."""
+    where = shown or str(path)
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        problems.append(Problem(str(path), "", "file not found"))
+        problems.append(Problem(where, "", "file not found"))
     except tomllib.TOMLDecodeError as exc:
-        problems.append(Problem(str(path), "", f"not valid TOML: {exc}"))
+        problems.append(Problem(where, "", f"not valid TOML: {exc}"))
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(str(path), "", f"cannot be read: {exc}"))
+        problems.append(Problem(where, "", f"cannot be read: {exc}"))
     return None
 
 
@@ -270,8 +272,9 @@ def load_project(
         mine: list[Problem] = []
         campaign = _load_campaign(path, root, plugins, channels, tz, columns, mine)
         if campaign and campaign.name in seen:
-            mine.append(Problem(str(path), "name", f"campaign {campaign.name!r} is already defined "
-                                                   f"in {seen[campaign.name]}"))
+            mine.append(Problem(str(path.relative_to(root)), "name",
+                                f"campaign {campaign.name!r} is already defined in "
+                                f"{seen[campaign.name].relative_to(root)}"))
         if mine or campaign is None:
             campaign_problems += mine
             continue
@@ -420,7 +423,7 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
                    tz: ZoneInfo, columns: tuple[set[str] | None, set[str] | None],
                    problems: list[Problem]) -> Campaign | None:
     f = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-    data = _read_toml(path, problems)
+    data = _read_toml(path, problems, f)
     if data is None:
         return None
     channel_names = [k for k, v in data.items() if k in channels and isinstance(v, dict)]
@@ -514,7 +517,7 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
         where=where, description=v.get("description") or "", sample=sample,
     )
     _seal(campaign)
-    _check_sample(campaign, channels, columns, tz, f, problems)
+    _check_sample(campaign, channels, plugins, columns, tz, f, problems)
     return None if problems else campaign
 
 
@@ -621,9 +624,10 @@ SAMPLE_CUSTOMER = {
 def sample_variables(campaign: Campaign, tz: ZoneInfo, now: datetime | None = None,
                      locale: str | None = None,
                      columns: tuple[set[str] | None, set[str] | None] = (None, None),
-                     ) -> dict[str, Any]:
-    """Variables for a sample render: a sample customer (overridable with ``[sample.customer]``) and
-    the rule's own sample variables."""
+                     plugins: Plugins | None = None) -> dict[str, Any]:
+    """Variables for a sample render: a sample customer (overridable with ``[sample.customer]``),
+    the rule's own sample variables (``[sample.event]`` for event attributes), any other table of
+    ``[sample]``, and what plugins add through ``outreach_template_context``."""
     now = now or datetime.now(tz)
     customer = dict(SAMPLE_CUSTOMER)
     customer.update(campaign.sample.get("customer", {}) if isinstance(campaign.sample.get("customer"),
@@ -633,7 +637,15 @@ def sample_variables(campaign: Campaign, tz: ZoneInfo, now: datetime | None = No
     customer.setdefault("name", f"{customer.get('first_name', '')} {customer.get('last_name', '')}"
                         .strip())
     known_customer, known_event = columns
-    variables: dict[str, Any] = {"customer": SampleRecord(customer, known_customer)}
+    variables: dict[str, Any] = {k: v for k, v in campaign.sample.items()
+                                 if k not in ("customer", "event")}
+    if plugins is not None and plugins.has_template_context:
+        from outreach.audience import Customer
+
+        fields = {k: customer[k] for k in ("id", "first_name", "last_name", "email", "phone",
+                                           "timezone", "locale") if k in customer}
+        variables.update(plugins.template_context(Customer(**fields), campaign.name))
+    variables["customer"] = SampleRecord(customer, known_customer)
     for name, value in campaign.rule.sample_variables(now, campaign.sample).items():
         variables[name] = SampleRecord(value, known_event) if name == "event" else value
     return variables
@@ -664,7 +676,7 @@ class SampleRecord(dict):
         return f"<{key}>"
 
 
-def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig],
+def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig], plugins: Plugins,
                   columns: tuple[set[str] | None, set[str] | None],
                   tz: ZoneInfo, f: str, problems: list[Problem]) -> None:
     """Render every template variant against a sample customer; report what fails."""
@@ -672,15 +684,17 @@ def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig],
         channel = channels[ch].create()
         for locale in [None, *tmpl.locales]:
             fields = tmpl.for_locale(locale or "")
-            variables = sample_variables(campaign, tz, locale=locale, columns=columns)
+            variables = sample_variables(campaign, tz, locale=locale, columns=columns,
+                                         plugins=plugins)
             rendered = {}
             for field_name, source in fields.items():
                 try:
                     rendered[field_name] = templates.render(field_name, source, variables)
-                except TemplateError as exc:
+                except Exception as exc:  # noqa: BLE001 - sandbox refusals are not all TemplateErrors
                     key = f"{ch}.{locale}.{field_name}" if locale and field_name in \
                         tmpl.locales[locale] else f"{ch}.{field_name}"
-                    problems.append(Problem(f, key, f"fails on a sample customer: {exc}"))
+                    problems.append(Problem(f, key, f"fails on a sample customer: "
+                                                    f"{type(exc).__name__}: {exc}"))
             if len(rendered) == len(fields):
                 for message in channel.check_rendered(rendered, tmpl.options):
                     key = f"{ch}.{locale}" if locale else ch
@@ -690,5 +704,5 @@ def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig],
         try:
             templates.evaluate_where(
                 campaign.where, sample_variables(campaign, tz, columns=columns)["customer"])
-        except TemplateError as exc:
+        except Exception as exc:  # noqa: BLE001
             problems.append(Problem(f, "where", f"fails on a sample customer: {exc}"))

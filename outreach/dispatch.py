@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
@@ -131,17 +131,20 @@ class Dispatcher:
         outcomes: list[_Outcome] = []
         by_channel: dict[str, list[_Work]] = {}
         for row in claimed:
+            message = OutgoingMessage(
+                key=row.key, campaign=row.campaign, category=row.category,
+                customer_id=row.customer_id, address=row.address, name=row.name,
+                locale=row.locale, content={}, options={}, variables=row.variables)
             try:
                 content, options = render_stored(self.ledger.version_content(row.version_id),
                                                  row.channel, row.locale, row.variables)
             except RenderError as exc:
-                outcomes.append(_Outcome(_Work(None, row), "failed",  # type: ignore[arg-type]
-                                         error=PermanentError(f"cannot render: {exc}")))
+                outcomes.append(_Outcome(_Work(message, row), "failed",
+                                         error=PermanentError(f"cannot render: {exc}"),
+                                         fields={"error": f"cannot render: {exc}",
+                                                 "attempts": row.attempts + 1}))
                 continue
-            message = OutgoingMessage(
-                key=row.key, campaign=row.campaign, category=row.category,
-                customer_id=row.customer_id, address=row.address, name=row.name,
-                locale=row.locale, content=content, options=options, variables=row.variables)
+            message = replace(message, content=content, options=options)
             by_channel.setdefault(row.channel, []).append(_Work(message, row))
         self._settle(outcomes)
         for name, works in by_channel.items():
@@ -177,7 +180,7 @@ class Dispatcher:
             too_long = isinstance(exc, TransientError) and (exc.retry_after or 0) > max_wait
             return too_long or stop_after_attempt(self.retry.attempts_per_run)(state)
 
-        backoff = wait_exponential_jitter(initial=0.5, max=max_wait)
+        backoff = wait_exponential_jitter(multiplier=0.5, max=max_wait)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -248,11 +251,10 @@ class Dispatcher:
                 kind = self.project.channels[row.channel].cls.address
                 self.ledger.suppress(kind, row.address, o.error.reason,
                                      f"{row.channel}" + (f":{o.error.code}" if o.error.code else ""))
-            if o.work.message is not None:
-                if o.state == "sent":
-                    self.plugins.message_sent(o.work.message, o.delivery)
-                else:
-                    self.plugins.message_failed(o.work.message, o.error, o.state)
+            if o.state == "sent":
+                self.plugins.message_sent(o.work.message, o.delivery)
+            else:
+                self.plugins.message_failed(o.work.message, o.error, o.state)
         self._done += len(outcomes)
         if self.progress:
             self.progress(self._done)

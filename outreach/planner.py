@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from jinja2 import TemplateError
-
 from outreach import caps as caps_mod
 from outreach import templates
 from outreach.audience import Customer, Event, Profile, RowProblem
@@ -174,7 +172,7 @@ class Planner:
                     try:
                         if templates.evaluate_where(campaign.where, view(p.customer)):
                             chosen.append(p)
-                    except TemplateError as exc:
+                    except Exception as exc:  # noqa: BLE001 - a filter failing for one customer
                         rep.reasons[f"where could not be evaluated: {exc}"] += 1
             if not chosen:
                 continue

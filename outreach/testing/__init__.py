@@ -9,14 +9,20 @@ provider means them, one delivery per message of a batch::
 
     from outreach.testing import FakeProvider, Reply, check_channel, load_spec, sample_message
 
+:class:`Project` builds a throwaway project (deployment, campaign files, customers, events) and runs
+it in-process or through the real ``outreach`` command, for end-to-end tests of a plugin.
+
 This package is public API: plugins may import it (their tests do), and it changes with care.
 """
 
+from outreach.testing.project import CLIResult, Project
 from outreach.testing.contract import ContractReport, check_channel, closed_port_url, sample_message
 from outreach.testing.server import FakeProvider, RecordedRequest, Reply, load_spec
 
 __all__ = [
+    "CLIResult",
     "ContractReport",
+    "Project",
     "FakeProvider",
     "RecordedRequest",
     "Reply",

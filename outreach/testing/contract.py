@@ -162,6 +162,11 @@ def check_channel(
             var = settings.get(f"{sname}_env") or setting.env
             if isinstance(var, str) and environ.get(var):
                 secrets.append(environ[var])
+    short = [s for s in secrets if len(s) < 8]
+    if short:
+        # The leak check looks for the value as a substring: "k" would be found in every word.
+        raise ValueError("check_channel needs secret values of at least 8 characters to tell a "
+                         f"leak from a coincidence; got {len(short)} shorter one(s)")
     raised: list[BaseException] = []
 
     def check(title: str, fn: Callable[[], None]) -> None:

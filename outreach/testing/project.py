@@ -165,9 +165,10 @@ class Project:
 
     def ledger(self):
         """A ledger connection (close it after use)."""
+        from outreach.config import _ledger_url
         from outreach.ledger import Ledger
 
-        return Ledger(self.load().ledger_url)
+        return Ledger(_ledger_url(self.ledger_url, self.root.resolve(), "outreach.toml", []))
 
     # ------------------------------------------------------------------ looking at what happened
     def outbox(self, channel: str) -> list[dict[str, Any]]:

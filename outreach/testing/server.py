@@ -231,6 +231,9 @@ class _Fault:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops connections under benchmark concurrency, and a
+    # dropped SYN costs the client a one-second retransmission.
+    request_queue_size = 1024
     provider: "FakeProvider"
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -1,0 +1,77 @@
+"""Shared fixtures: a throwaway project on each ledger backend, and PostgreSQL when it is there.
+
+PostgreSQL tests use a real server (``OUTREACH_TEST_POSTGRES``, default the local one) and a fresh
+schema per test. Without a server they skip with the reason; under ``CI=true`` they fail instead,
+so CI can never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from outreach.testing.project import Project
+
+PG_URL = os.environ.get("OUTREACH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server for these tests
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+_PG_PROBLEM: list[str | None] = []
+
+
+def pg_problem() -> str | None:
+    if not _PG_PROBLEM:
+        _PG_PROBLEM.append(_pg_available())
+    return _PG_PROBLEM[0]
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+    problem = pg_problem()
+    if problem:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but PostgreSQL at {PG_URL} is not reachable: {problem}")
+        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable ({problem}); set "
+                    "OUTREACH_TEST_POSTGRES to run these tests")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ledger_url(request, tmp_path):
+    """Each test that asks for it runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def project(tmp_path, ledger_url) -> Project:
+    """A fresh project folder (outbox channels, no caps, no quiet hours) on each ledger backend."""
+    return Project(tmp_path / "shop", ledger_url)
+
+
+@pytest.fixture
+def sqlite_project(tmp_path) -> Project:
+    """A fresh project on SQLite only, for tests about files, templates and the command line."""
+    return Project(tmp_path / "shop")
