@@ -33,8 +33,10 @@ from outreach.run import execute, parse_now
 
 EXIT_INTERNAL = 4
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Under cron or in a pipe there is no terminal width to respect: keep tables whole for the log.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True,
+              width=None if sys.stderr.isatty() else 160)
 
 
 class _State:

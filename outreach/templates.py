@@ -24,8 +24,21 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 HTML_FIELDS = frozenset({"html"})
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with one change: ``event.items`` reads the ``items`` column, not ``dict.items``.
+
+    Template data are mappings built from the audience's columns; a column named like a dict method
+    (items, keys, values, get, update...) must read as the column, as a marketer expects.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=False,
         trim_blocks=True, lstrip_blocks=True,
     )

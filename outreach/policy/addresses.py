@@ -23,7 +23,9 @@ def normalize(kind: str, raw: str | None) -> tuple[str | None, str | None]:
         return None, f"no {'email address' if kind == 'email' else 'phone number'}"
     if kind == "email":
         try:
-            return validate_email(raw, check_deliverability=False).normalized, None
+            # Lower-cased whole: mailbox names are case-insensitive in practice, and a suppression
+            # of ANI@example.com must hold for ani@example.com.
+            return validate_email(raw, check_deliverability=False).normalized.lower(), None
         except EmailNotValidError as exc:
             return None, f"invalid email address {raw!r}: {exc}"
     try:

@@ -2,13 +2,17 @@
 
 The date attribute may carry a year (``1990-11-24``, giving ``age``) or not (``--11-24``). People
 born on 29 February are greeted on 28 February in other years.
+
+The greeting is planned for ``at`` (09:00) on the customer's own clock on that day, so a campaign
+evaluated on every run (no ``schedule``) greets someone in Yerevan and someone in Los Angeles each
+on their own morning, and quiet hours never push a greeting to the day after.
 """
 
 from __future__ import annotations
 
 import calendar
 import re
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any, Iterable, Mapping, Sequence
 
 from outreach import hookimpl
@@ -38,7 +42,10 @@ class Birthday(Rule):
 
     name = "birthday"
     default_priority = 40
-    params = {"attribute": Setting("str", default="birthday", help="the customer's date attribute")}
+    params = {
+        "attribute": Setting("str", default="birthday", help="the customer's date attribute"),
+        "at": Setting("clock", default=time(9, 0), help="local time of day to send the greeting"),
+    }
 
     def select(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
         attribute = self.params["attribute"]
@@ -53,7 +60,10 @@ class Birthday(Rule):
             if (today.month, today.day) != (month, day):
                 continue
             age = today.year - year if year else None
-            yield Candidate(f"{self.campaign}:{p.customer.id}:{today.year}", p.customer, {"age": age})
+            local = ctx.local_now(p.customer)
+            send_at = datetime.combine(today, self.params["at"], tzinfo=local.tzinfo)
+            yield Candidate(f"{self.campaign}:{p.customer.id}:{today.year}", p.customer, {"age": age},
+                            not_before=send_at if send_at > ctx.now else None)
 
     def sample_variables(self, now: datetime, sample: Mapping[str, Any]) -> dict[str, Any]:
         return {"age": sample.get("age", 30)}

@@ -43,7 +43,9 @@ class CSVSource(Source):
     # ------------------------------------------------------------------ helpers
     def _open(self, key: str):
         path = Path(self.config[key])
-        return path, path.open(newline="", encoding="utf-8-sig")
+        # Problems name the file as the user wrote it: relative to the project when inside it.
+        shown = path.relative_to(self.root) if path.is_relative_to(self.root) else path
+        return shown, path.open(newline="", encoding="utf-8-sig")
 
     def _header(self, key: str) -> list[str] | None:
         if not self.config.get(key):
