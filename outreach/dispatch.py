@@ -80,6 +80,9 @@ class _Outcome:
     delivery: Delivery | None = None
     error: ChannelError | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    #: The report column when it is not the state (a message stopped by a late suppression is
+    #: failed in the ledger but reported as suppressed: policy working, not a failure).
+    counted_as: str | None = None
 
 
 class Dispatcher:
@@ -130,11 +133,23 @@ class Dispatcher:
     def _deliver(self, claimed: list[Claimed]) -> None:
         outcomes: list[_Outcome] = []
         by_channel: dict[str, list[_Work]] = {}
+        # A STOP reply or a bounce may have come in since the message was planned (a deferral
+        # through the night, a retry): the suppression list is read again just before sending.
+        kinds = {name: cfg.cls.address for name, cfg in self.project.channels.items()}
+        blocked = self.ledger.suppressed({(kinds[r.channel], r.address) for r in claimed
+                                          if r.channel in kinds})
         for row in claimed:
             message = OutgoingMessage(
                 key=row.key, campaign=row.campaign, category=row.category,
                 customer_id=row.customer_id, address=row.address, name=row.name,
                 locale=row.locale, content={}, options={}, variables=row.variables)
+            reason = blocked.get((kinds.get(row.channel, ""), row.address))
+            if reason is not None:
+                text = f"suppressed after it was planned: {reason}"
+                outcomes.append(_Outcome(_Work(message, row), "failed", error=PermanentError(text),
+                                         fields={"error": text, "attempts": row.attempts},
+                                         counted_as="suppressed"))
+                continue
             try:
                 content, options = render_stored(self.ledger.version_content(row.version_id),
                                                  row.channel, row.locale, row.variables)
@@ -242,11 +257,10 @@ class Dispatcher:
         for o in outcomes:
             row = o.work.claimed
             rep = self.report.campaign(row.campaign)
-            if o.state == "sent":
-                rep.sent += 1
-            else:
-                setattr(rep, o.state, getattr(rep, o.state) + 1)
-                rep.reasons[f"{o.state}: {_describe(o.error)}"] += 1
+            column = o.counted_as or o.state
+            setattr(rep, column, getattr(rep, column) + 1)
+            if o.state != "sent":
+                rep.reasons[f"{column}: {_describe(o.error)}"] += 1
             if isinstance(o.error, PermanentError) and o.error.suppress:
                 kind = self.project.channels[row.channel].cls.address
                 self.ledger.suppress(kind, row.address, o.error.reason,

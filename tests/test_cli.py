@@ -204,3 +204,21 @@ def test_an_unreachable_ledger_is_one_line_exit_4(shop):
     assert result.code in (2, 4)
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_suppression_after_planning_stops_a_deferred_message(sqlite_project):
+    """Quiet hours hold an SMS overnight; a STOP that arrives meanwhile still stops it."""
+    p = sqlite_project
+    p.configure(quiet_hours='[quiet_hours]\nsms = { start = "21:00", end = "08:00" }\n')
+    p.customers("c2,Juan,Cruz,,+639171234567,Asia/Manila,tl,no,yes,")
+    p.campaign("news", NEWS)
+    first = p.cli("run", "--json", "--now", "2026-11-24T07:00")  # 23:00 in Manila
+    assert first.json()["totals"]["deferred"] == 1
+    assert p.cli("suppress", "+63 917 123 4567", "--reason", "replied STOP").code == 0
+    later = p.cli("run", "--json", "--now", "2026-11-24T17:00")  # 09:00 in Manila
+    assert later.code == 0  # policy at work, not a failure
+    assert later.json()["totals"]["suppressed"] == 1 and later.json()["totals"]["failed"] == 0
+    assert p.outbox("sms") == []
+    [row] = p.messages()
+    assert row["state"] == "failed"
+    assert row["error"] == "suppressed after it was planned: replied STOP"

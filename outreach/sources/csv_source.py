@@ -5,6 +5,9 @@
 as a free attribute (``birthday``, ``club_renews_on``...). ``events`` has ``id, customer_id, type,
 time`` and any other column as an attribute. A row that cannot be used is reported with its file and
 line and skipped; the rest go on.
+
+An empty customer cell is an empty string. An empty event cell is left out, so a template that
+needs it (an apology's ``what_happened``) fails for that message instead of sending a hollow text.
 """
 
 from __future__ import annotations
@@ -136,7 +139,9 @@ class CSVSource(Source):
                     report(RowProblem(str(path), line, bad))
                     continue
                 tags = tuple(t.strip() for t in get("tags").split(";") if t.strip())
-                attributes = {name: row[i].strip() for name, i in extra if row[i].strip()}
+                # Every column is an attribute, an empty cell an empty string: a filter such as
+                # customer.tier != 'gold' must see the customer without a tier.
+                attributes = {name: row[i].strip() for name, i in extra}
                 yield Customer(
                     id=cid, first_name=get("first_name"), last_name=get("last_name"),
                     email=get("email") or None, phone=get("phone") or None, timezone=tz,
