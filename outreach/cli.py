@@ -218,6 +218,8 @@ def validate(state: _State, as_json: bool) -> None:
         source = project.source()
         problems += [f"{project.file}: {key}: {msg}" for key, msg in source.check()]
     failures = [f"plugin {f.name}: {f.error}" for f in state.plugins.registry.failures]
+    if project is not None:
+        failures += [str(w) for w in project.warnings]
     result = {"ok": not problems, "problems": problems, "plugin_failures": failures,
               "campaigns": sorted(project.campaigns) if project else []}
     if as_json:

@@ -152,6 +152,8 @@ class Project:
     campaigns: dict[str, Campaign]
     #: Problems of campaigns left out because the caller asked to go on with the valid ones.
     skipped: list[Problem] = field(default_factory=list)
+    #: Problems that stop nothing (a channel whose plugin is missing, used by no campaign).
+    warnings: list[Problem] = field(default_factory=list)
     batch_size: int = 2000
     claim_ttl: timedelta = timedelta(minutes=10)
 
@@ -248,7 +250,9 @@ def load_project(
             problems.append(Problem(f, name, "expected a table"))
     source_cls, source_settings = _load_audience(data.get("audience", {}), plugins, f, root, problems)
     quiet = _load_quiet_hours(data.get("quiet_hours", {}), f, problems)
-    channels = _load_channels(data.get("channels", {}), plugins, quiet, f, root, environ, problems)
+    unavailable: dict[str, str] = {}
+    channels = _load_channels(data.get("channels", {}), plugins, quiet, f, root, environ, problems,
+                              unavailable)
     caps = _load_caps(data.get("caps", []), channels, f, problems)
     retry_table = data.get("retry", {})
     retry_values = resolve(_RETRY_KEYS, retry_table if isinstance(retry_table, dict) else {},
@@ -270,7 +274,7 @@ def load_project(
     seen: dict[str, Path] = {}
     for path in files:
         mine: list[Problem] = []
-        campaign = _load_campaign(path, root, plugins, channels, tz, columns, mine)
+        campaign = _load_campaign(path, root, plugins, channels, tz, columns, mine, unavailable)
         if campaign and campaign.name in seen:
             mine.append(Problem(str(path.relative_to(root)), "name",
                                 f"campaign {campaign.name!r} is already defined in "
@@ -282,11 +286,14 @@ def load_project(
         campaigns[campaign.name] = campaign
     if campaign_problems and not only_valid:
         raise ConfigError(campaign_problems)
+    used = {ch for c in campaigns.values() for ch in c.channels}
+    warnings = [Problem(f, f"channels.{name}.plugin", f"{text} (no campaign uses this channel)")
+                for name, text in unavailable.items() if name not in used]
 
     return Project(
         root=root, file=config_path, timezone=tz_name, tz=tz, ledger_url=ledger_url,
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
-        retry=retry, campaigns=campaigns, skipped=campaign_problems,
+        retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"],
     )
 
@@ -349,8 +356,8 @@ def _load_quiet_hours(table: Any, f: str, problems: list[Problem]) -> dict[str, 
 
 
 def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, time]], f: str,
-                   root: Path, environ: Mapping[str, str] | None,
-                   problems: list[Problem]) -> dict[str, ChannelConfig]:
+                   root: Path, environ: Mapping[str, str] | None, problems: list[Problem],
+                   unavailable: dict[str, str]) -> dict[str, ChannelConfig]:
     out: dict[str, ChannelConfig] = {}
     if not isinstance(table, dict) or not table:
         problems.append(Problem(f, "channels", "expected at least one [channels.NAME] table"))
@@ -366,8 +373,9 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
         cls = plugins.registry.channels.get(plugin) if isinstance(plugin, str) else None
         if cls is None:
             known = ", ".join(sorted(plugins.registry.channels))
-            problems.append(Problem(f, f"{key}.plugin", f"expected a registered channel type "
-                                    f"({known}), got {plugin!r}{plugins.registry.failure_hint()}"))
+            # Only the campaigns that use this channel fail (its plugin may have failed to load).
+            unavailable[name] = (f"expected a registered channel type ({known}) at {key}.plugin, "
+                                 f"got {plugin!r}{plugins.registry.failure_hint()}")
             continue
         declared = {**Channel.CORE_SETTINGS, **cls.settings}
         resolved = resolve(declared, spec, file=f, prefix=key, environ=environ, root=root)
@@ -389,7 +397,7 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
             problems.append(Problem(f, key, str(exc) or type(exc).__name__))
             del out[name]
     for name in quiet:
-        if name not in table and name not in DEFAULT_QUIET_HOURS:
+        if name not in table and name not in DEFAULT_QUIET_HOURS and isinstance(table, dict):
             problems.append(Problem(f, f"quiet_hours.{name}", f"no channel named {name!r}"))
     return out
 
@@ -421,12 +429,13 @@ def _load_caps(table: Any, channels: dict[str, ChannelConfig], f: str,
 
 def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str, ChannelConfig],
                    tz: ZoneInfo, columns: tuple[set[str] | None, set[str] | None],
-                   problems: list[Problem]) -> Campaign | None:
+                   problems: list[Problem], unavailable: Mapping[str, str]) -> Campaign | None:
     f = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     data = _read_toml(path, problems, f)
     if data is None:
         return None
-    channel_names = [k for k, v in data.items() if k in channels and isinstance(v, dict)]
+    channel_names = [k for k, v in data.items()
+                     if (k in channels or k in unavailable) and isinstance(v, dict)]
     top = {k: v for k, v in data.items() if k not in ("params", "sample") and k not in channel_names}
     for k, v in list(top.items()):
         if isinstance(v, dict) and k not in _CAMPAIGN_KEYS:
@@ -477,7 +486,10 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
     if "channels" in v and not chosen:
         problems.append(Problem(f, "channels", "expected at least one channel"))
     for i, ch in enumerate(chosen):
-        if ch not in channels:
+        if ch in unavailable:
+            problems.append(Problem(f, f"channels[{i}]", f"channel {ch!r} cannot be used: "
+                                                         f"{unavailable[ch]}"))
+        elif ch not in channels:
             problems.append(Problem(f, f"channels[{i}]", f"no channel named {ch!r} in outreach.toml "
                                                          f"(channels: {', '.join(sorted(channels))})"))
         elif ch not in channel_names:

@@ -305,3 +305,57 @@ def test_a_source_plugin_replaces_the_csv_files(sqlite_project):
     sqlite_project.run("2026-11-24T10:00", plugins=plugins)
     assert [(m["to"], m["subject"]) for m in sqlite_project.outbox("email")] == [
         ("nare@example.com", "Hi Nare")]
+
+
+def test_a_channel_whose_plugin_is_missing_fails_only_the_campaigns_using_it(sqlite_project):
+    p = sqlite_project
+    p.configure(channels='''
+        [channels.email]
+        plugin = "outbox-email"
+        path = "outbox/email"
+
+        [channels.wa]
+        plugin = "whatsapp"
+    ''')
+    p.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,")
+    p.campaign("news", '''
+        rule = "newsletter"
+        schedule = "0 9 * * *"
+        start = "2026-11-01"
+        channels = ["email"]
+        [email]
+        subject = "News"
+        body = "..."
+    ''')
+    ok = p.cli("validate")
+    assert ok.code == 0, ok.stderr
+    assert "channels.wa.plugin: expected a registered channel type" in ok.stderr
+    assert "(no campaign uses this channel)" in ok.stderr
+    p.campaign("chat", '''
+        rule = "newsletter"
+        schedule = "0 9 * * *"
+        channels = ["wa"]
+        [wa]
+        body = "hi"
+    ''')
+    bad = p.cli("validate")
+    assert bad.code == 2
+    assert "campaigns/chat.toml: channels[0]: channel 'wa' cannot be used: expected a registered " \
+           "channel type" in bad.stderr
+    ran = p.cli("run", "--skip-invalid", "--json", "--now", "2026-11-24T10:00")
+    assert ran.code == 0 and ran.json()["totals"]["sent"] == 1
+
+
+def test_plugin_authors_get_an_outreach_project_fixture(outreach_project):
+    outreach_project.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,")
+    outreach_project.campaign("hi", '''
+        rule = "newsletter"
+        schedule = "0 9 * * *"
+        start = "2026-11-01"
+        channels = ["email"]
+        [email]
+        subject = "Hi {{ customer.first_name }}"
+        body = "..."
+    ''')
+    outreach_project.run("2026-11-24T10:00")
+    assert [m["subject"] for m in outreach_project.outbox("email")] == ["Hi Ani"]
