@@ -21,7 +21,6 @@ import contextlib
 import json
 import time as _time
 import uuid
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -218,8 +217,11 @@ class Ledger:
             finally:
                 lock.release()
             return
-        key = zlib.crc32(b"outreach-planner")
+        # One lock per ledger: two ledgers in different schemas of one database do not block
+        # each other.
+        key_sql = "hashtext(current_database() || '.' || current_schema() || '.outreach-planner')"
         with self.engine.connect() as conn:
+            key = conn.execute(text(f"SELECT {key_sql}")).scalar()
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             conn.commit()
             if not got:

@@ -39,6 +39,12 @@ def latest_fire(schedule: str, now: datetime, tz: ZoneInfo) -> datetime:
     return croniter(schedule, now.astimezone(tz) + timedelta(seconds=1)).get_prev(datetime)
 
 
+def _same_wall_time(a: datetime, b: datetime, tz: ZoneInfo) -> bool:
+    """True when two instants read the same on the local clock (the repeated hour of a fall-back)."""
+    return a.astimezone(tz).replace(tzinfo=None, fold=0) == b.astimezone(tz).replace(tzinfo=None,
+                                                                                      fold=0)
+
+
 def next_fire(schedule: str, after: datetime, tz: ZoneInfo) -> datetime:
     """The first fire time after ``after``."""
     return croniter(schedule, after.astimezone(tz)).get_next(datetime)
@@ -65,6 +71,9 @@ def due(schedule: str | None, start: datetime | None, state: tuple[int | None, i
         floor = start
     else:
         floor = from_epoch(last)
+    if last is not None and _same_wall_time(fire, floor, tz):
+        # Clocks fell back and the fire time came round again: cron's "01:30" is one occurrence.
+        return Due(False, note=f"next occurrence {next_fire(schedule, now, tz).isoformat()}")
     if fire > floor or (last is None and fire >= floor):
         return Due(True, fire, note=f"occurrence {fire.isoformat()}")
     return Due(False, note=f"next occurrence {next_fire(schedule, now, tz).isoformat()}")

@@ -2,7 +2,8 @@
 
 Windows may cross midnight (21:00–08:00). Times are computed in the customer's IANA zone, so a
 deferral to 08:00 is 08:00 for them on the day of a DST change too; an end time that does not exist
-that day (inside a spring-forward gap) moves to the first instant that does.
+that day (inside a spring-forward gap) moves to the first instant that does, and one that happens
+twice (in a fall-back hour) means the first time.
 """
 
 from __future__ import annotations
@@ -30,9 +31,29 @@ def quiet_until(when: datetime, start: time, end: time, zone) -> datetime | None
         day = local.date()
     else:
         return None
-    wall = datetime.combine(day, end, tzinfo=zone)
-    # Round-trip through UTC: a wall time in a DST gap becomes the first real instant after it.
-    return wall.astimezone(timezone.utc)
+    return first_instant(datetime.combine(day, end, tzinfo=zone))
+
+
+def first_instant(wall: datetime) -> datetime:
+    """The first real instant (UTC) at or after a local wall time.
+
+    An ambiguous wall time (it happens twice when clocks fall back) gives its first occurrence; a
+    wall time that never happens (clocks spring forward past it) gives the moment of the jump.
+    """
+    early = int(wall.replace(fold=0).timestamp())
+    late = int(wall.replace(fold=1).timestamp())
+    if late >= early:
+        return datetime.fromtimestamp(early, timezone.utc)
+    zone = wall.tzinfo
+    before = datetime.fromtimestamp(late, timezone.utc).astimezone(zone).utcoffset()
+    lo, hi = late, early  # the jump lies between: bisect to the second
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, timezone.utc).astimezone(zone).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, timezone.utc)
 
 
 @hookimpl

@@ -40,10 +40,10 @@ class EventRule(Rule):
                 if event.type not in types:
                     continue
                 due = event.time + delay
+                # Decided when due, not ahead: consent and suppressions are those of that moment.
                 if due <= ctx.now <= due + window:
                     yield Candidate(f"{self.campaign}:{event.id}", p.customer,
-                                    {"event": event.template_view()},
-                                    not_before=due if due > ctx.now else None)
+                                    {"event": event.template_view()})
 
     def sample_variables(self, now: datetime, sample: Mapping[str, Any]) -> dict[str, Any]:
         given = sample.get("event", {}) if isinstance(sample.get("event"), dict) else {}
