@@ -189,7 +189,7 @@ def dispatch(state: _State, now_text: str | None, campaigns: Sequence[str], limi
 
     project = state.project()
     now = parse_now(now_text, project.tz)
-    report = RunReport(now=now.isoformat())
+    report = RunReport(now=now.isoformat(timespec="seconds"))
     ledger = Ledger(project.ledger_url)
     try:
         Dispatcher(project, state.plugins, ledger, now, report, campaigns=campaigns).run(limit)

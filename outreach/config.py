@@ -33,8 +33,8 @@ CAMPAIGN_DIR = "campaigns"
 CATEGORIES = ("marketing", "transactional")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
-#: Quiet hours unless outreach.toml says otherwise: nobody gets an SMS at night.
-DEFAULT_QUIET_HOURS = {"sms": ("21:00", "08:00")}
+#: Quiet hours of every phone channel unless outreach.toml says otherwise: no texts at night.
+DEFAULT_PHONE_QUIET_HOURS = (time(21, 0), time(8, 0))
 
 
 @dataclass(frozen=True)
@@ -331,31 +331,29 @@ def _load_audience(table: Any, plugins: Plugins, f: str, root: Path,
     return cls, resolved.values
 
 
-def _load_quiet_hours(table: Any, f: str, problems: list[Problem]) -> dict[str, tuple[time, time]]:
-    merged: dict[str, Any] = dict(DEFAULT_QUIET_HOURS)
-    if isinstance(table, dict):
-        merged.update(table)
-    out: dict[str, tuple[time, time]] = {}
-    for channel, spec in merged.items():
+_QUIET_KEYS = {"start": Setting("clock", required=True), "end": Setting("clock", required=True)}
+
+
+def _load_quiet_hours(table: Any, f: str,
+                      problems: list[Problem]) -> dict[str, tuple[time, time] | None]:
+    """Quiet hours per channel name; None where a channel's are turned off with ``false``."""
+    out: dict[str, tuple[time, time] | None] = {}
+    for channel, spec in (table.items() if isinstance(table, dict) else ()):
         key = f"quiet_hours.{channel}"
-        if spec is False or spec == {}:
-            continue  # `sms = false` turns the default off
-        if isinstance(spec, dict):
-            spec = (spec.get("start"), spec.get("end"))
-            extra = set(merged[channel]) - {"start", "end"} if isinstance(merged[channel], dict) else ()
-            for k in sorted(extra):
-                problems.append(Problem(f, f"{key}.{k}", "unknown key (known keys: end, start)"))
-        if not (isinstance(spec, (list, tuple)) and len(spec) == 2):
+        if spec is False:
+            out[channel] = None
+            continue
+        if not isinstance(spec, dict):
             problems.append(Problem(f, key, 'expected { start = "21:00", end = "08:00" } or false'))
             continue
-        try:
-            out[channel] = (parse_clock(spec[0]), parse_clock(spec[1]))
-        except ValueError as exc:
-            problems.append(Problem(f, key, str(exc)))
+        resolved = resolve(_QUIET_KEYS, spec, file=f, prefix=key)
+        problems += resolved.problems
+        if not resolved.problems:
+            out[channel] = (resolved.values["start"], resolved.values["end"])
     return out
 
 
-def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, time]], f: str,
+def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, time] | None], f: str,
                    root: Path, environ: Mapping[str, str] | None, problems: list[Problem],
                    unavailable: dict[str, str]) -> dict[str, ChannelConfig]:
     out: dict[str, ChannelConfig] = {}
@@ -389,7 +387,8 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
             name=name, plugin=plugin, cls=cls, settings=own,
             consent=values.get("consent") or name, rate_limit=values.get("rate_limit"),
             concurrency=values["concurrency"], timeout=float(values["timeout"]),
-            quiet_hours=quiet.get(name),
+            quiet_hours=quiet[name] if name in quiet else (
+                DEFAULT_PHONE_QUIET_HOURS if cls.address == "phone" else None),
         )
         try:  # a channel may refuse combinations of settings in its constructor
             out[name].create().close()
@@ -397,7 +396,7 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
             problems.append(Problem(f, key, str(exc) or type(exc).__name__))
             del out[name]
     for name in quiet:
-        if name not in table and name not in DEFAULT_QUIET_HOURS and isinstance(table, dict):
+        if isinstance(table, dict) and name not in table:
             problems.append(Problem(f, f"quiet_hours.{name}", f"no channel named {name!r}"))
     return out
 
@@ -583,12 +582,8 @@ def _load_channel_templates(table: dict[str, Any], channel: ChannelConfig, ch: s
     fields, raw_options, locales = fields_of(table, ch, True)
     resolved = resolve(cls.campaign_options, raw_options, file=f, prefix=ch)
     problems += resolved.problems
+    # The default templates are every locale's fallback, so they alone must be complete.
     present = set(fields)
-    for locale, sub in locales.items():
-        missing = [m for m in cls(ch, {**channel.settings, "timeout": channel.timeout}).check_campaign(
-            present | set(sub), resolved.values, category)]
-        for m in missing:
-            problems.append(Problem(f, f"{ch}.{locale}", m))
     instance = channel.create()
     for message in instance.check_campaign(present, resolved.values, category):
         problems.append(Problem(f, ch, message))

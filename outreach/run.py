@@ -54,7 +54,7 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
     nothing, so ``outreach plan`` can be used while cron runs.
     """
     check_campaign_names(project, campaigns)
-    report = RunReport(now=now.isoformat(), dry_run=dry_run,
+    report = RunReport(now=now.isoformat(timespec="seconds"), dry_run=dry_run,
                        skipped_campaigns=[str(p) for p in project.skipped])
     for name in project.campaigns:
         if not campaigns or name in campaigns:

@@ -38,8 +38,9 @@ def pg_problem() -> str | None:
 
 
 @pytest.fixture
-def pg_url():
-    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+def pg_schema():
+    """Make fresh PostgreSQL schemas: ``pg_schema()`` gives a URL whose search_path is a new, empty
+    schema; all are dropped after the test. Skips (or fails under CI=true) without a server."""
     problem = pg_problem()
     if problem:
         if os.environ.get("CI", "").lower() == "true":
@@ -48,13 +49,26 @@ def pg_url():
                     "OUTREACH_TEST_POSTGRES to run these tests")
     import psycopg
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    made: list[str] = []
+
+    def make() -> str:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        made.append(schema)
+        sep = "&" if "?" in PG_URL else "?"
+        return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+    yield make
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        for schema in made:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_url(pg_schema):
+    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+    return pg_schema()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

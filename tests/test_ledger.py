@@ -22,26 +22,26 @@ def test_the_planner_lock_is_exclusive(ledger_url):
         b.close()
 
 
-def test_two_ledgers_in_one_postgresql_database_do_not_block_each_other(pg_url):
-    import uuid
-
-    import psycopg
-
-    from conftest import PG_URL
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    a, b = Ledger(pg_url), Ledger(f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
+def test_two_ledgers_in_one_postgresql_database_do_not_block_each_other(pg_schema):
+    a, b = Ledger(pg_schema()), Ledger(pg_schema())
     try:
         with a.planner_lock(), b.planner_lock():
             pass
     finally:
         a.close()
         b.close()
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_many_processes_can_open_a_new_ledger_at_once(ledger_url):
+    """Creating the tables is serialised: four openers of a fresh ledger all succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def open_close(_):
+        Ledger(ledger_url).close()
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(open_close, range(4)))
 
 
 def test_a_campaign_version_is_stored_once(ledger_url):

@@ -67,7 +67,10 @@ class Project:
     def configure(self, *, timezone: str = "America/Los_Angeles", caps: str = "",
                   quiet_hours: str | None = None, channels: str | None = None,
                   extra: str = "") -> "Project":
-        """Write ``outreach.toml``. ``caps``, ``quiet_hours``, ``channels`` and ``extra`` are TOML."""
+        """Write ``outreach.toml``. ``caps``, ``quiet_hours``, ``channels`` and ``extra`` are TOML.
+
+        Without ``quiet_hours``, every channel's quiet hours are off, so a test's times are free.
+        """
         if channels is None:
             channels = textwrap.dedent("""
                 [channels.email]
@@ -78,8 +81,11 @@ class Project:
                 plugin = "outbox-sms"
                 path = "outbox/sms"
             """)
-        if quiet_hours is None:
-            quiet_hours = "[quiet_hours]\nsms = false\n"
+        if quiet_hours is None:  # tests pick their times freely: no quiet hours unless asked for
+            import tomllib
+
+            names = tomllib.loads(textwrap.dedent(channels)).get("channels", {})
+            quiet_hours = "[quiet_hours]\n" + "".join(f"{n} = false\n" for n in names)
         text = textwrap.dedent(f"""
             timezone = "{timezone}"
             ledger = "{self.ledger_url}"
