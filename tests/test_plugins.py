@@ -39,6 +39,15 @@ class Everyone(Rule):
             yield Candidate(f"{self.campaign}:{p.customer.id}", p.customer)
 
 
+#: A newsletter due at 09:00 daily since 1 November, on email: the campaign most tests here need.
+DAILY = '''
+rule = "newsletter"
+schedule = "0 9 * * *"
+start = "2026-11-01"
+channels = ["email"]
+'''
+
+
 def make_plugin(**hooks):
     module = types.ModuleType("test_plugin")
     for name, fn in hooks.items():
@@ -73,11 +82,7 @@ def test_a_policy_plugin_can_veto(sqlite_project):
 
     plugins = get_plugins(extra=[make_plugin(outreach_check_channel=veto)])
     sqlite_project.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,\nc2,Bo,Q,bo@example.com,,,en,yes,no,")
-    sqlite_project.campaign("n", '''
-        rule = "newsletter"
-        schedule = "0 9 * * *"
-        start = "2026-11-01"
-        channels = ["email"]
+    sqlite_project.campaign("n", DAILY + '''
         [email]
         subject = "Butter"
         body = "..."
@@ -223,11 +228,7 @@ def test_observer_and_context_hooks(sqlite_project, observed):
         outreach_template_context=outreach_template_context,
         outreach_register_commands=outreach_register_commands)])
     sqlite_project.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,\nc2,Bo,Q,bo@example.com,,,en,yes,no,")
-    sqlite_project.campaign("n", '''
-        rule = "newsletter"
-        schedule = "0 9 * * *"
-        start = "2026-11-01"
-        channels = ["email"]
+    sqlite_project.campaign("n", DAILY + '''
         [email]
         subject = "News from {{ shop.name }}"
         body = "{% if customer.first_name == 'Bo' %}{{ missing.value }}{% endif %}Hi"
@@ -260,11 +261,7 @@ def test_a_decide_plugin_can_defer_and_veto(sqlite_project):
 
     plugins = get_plugins(extra=[make_plugin(outreach_decide=outreach_decide)])
     sqlite_project.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,\nc2,Bo,Q,bo@example.com,,,en,yes,no,")
-    sqlite_project.campaign("n", """
-        rule = "newsletter"
-        schedule = "0 9 * * *"
-        start = "2026-11-01"
-        channels = ["email"]
+    sqlite_project.campaign("n", DAILY + """
         [email]
         subject = "News"
         body = "..."
@@ -293,11 +290,7 @@ def test_a_source_plugin_replaces_the_csv_files(sqlite_project):
     text = text.replace('source = "csv"\ncustomers = "customers.csv"\nevents = "events.csv"',
                         'source = "shop-api"')
     (sqlite_project.root / "outreach.toml").write_text(text)
-    sqlite_project.campaign("n", """
-        rule = "newsletter"
-        schedule = "0 9 * * *"
-        start = "2026-11-01"
-        channels = ["email"]
+    sqlite_project.campaign("n", DAILY + """
         [email]
         subject = "Hi {{ customer.first_name }}"
         body = "..."
@@ -318,11 +311,7 @@ def test_a_channel_whose_plugin_is_missing_fails_only_the_campaigns_using_it(sql
         plugin = "whatsapp"
     ''')
     p.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,")
-    p.campaign("news", '''
-        rule = "newsletter"
-        schedule = "0 9 * * *"
-        start = "2026-11-01"
-        channels = ["email"]
+    p.campaign("news", DAILY + '''
         [email]
         subject = "News"
         body = "..."
@@ -348,11 +337,7 @@ def test_a_channel_whose_plugin_is_missing_fails_only_the_campaigns_using_it(sql
 
 def test_plugin_authors_get_an_outreach_project_fixture(outreach_project):
     outreach_project.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,")
-    outreach_project.campaign("hi", '''
-        rule = "newsletter"
-        schedule = "0 9 * * *"
-        start = "2026-11-01"
-        channels = ["email"]
+    outreach_project.campaign("hi", DAILY + '''
         [email]
         subject = "Hi {{ customer.first_name }}"
         body = "..."
