@@ -26,7 +26,7 @@ from outreach.channel import Channel
 from outreach.errors import ConfigError, Problem
 from outreach.plugins import Plugins
 from outreach.rule import Rule
-from outreach.settings import Setting, parse_clock, parse_duration, resolve
+from outreach.settings import Setting, resolve
 
 CONFIG_FILE = "outreach.toml"
 CAMPAIGN_DIR = "campaigns"
@@ -239,7 +239,7 @@ def load_project(
     tz_name = base.values.get("timezone") or "UTC"
     try:
         tz = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder: OSError
         problems.append(Problem(f, "timezone", f"expected an IANA time zone such as "
                                                f"\"Europe/London\", got {tz_name!r}"))
         tz = ZoneInfo("UTC")

@@ -13,28 +13,73 @@ exactly.
 
 from __future__ import annotations
 
+import re
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 #: Fields whose templates produce HTML, rendered with autoescaping on.
 HTML_FIELDS = frozenset({"html"})
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with one change: ``event.items`` reads the ``items`` column, not ``dict.items``.
+#: The most characters one rendered field may have, and the most seconds its render may take.
+MAX_OUTPUT = 100_000
+MAX_SECONDS = 2.0
+#: A format string asking for a field at least this wide (%999999d, {:999999}) is refused.
+_WIDE = re.compile(r"[%:][^%{}a-zA-Z]*\d{6,}")
 
-    Template data are mappings built from the audience's columns; a column named like a dict method
-    (items, keys, values, get, update...) must read as the column, as a marketer expects.
+
+def _size(value: Any) -> int | None:
+    return len(value) if isinstance(value, (str, list, tuple)) else None
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, made safe for files written by people who are not programmers.
+
+    Beyond what the sandbox refuses (attributes starting with ``_``, mutation, unsafe callables):
+
+    * ``event.items`` reads the ``items`` column, not ``dict.items``: template data are mappings
+      built from the audience's columns, and a column named like a dict method must read as the
+      column, as a marketer expects.
+    * Operations that would make a huge value are refused (``'a' * 10**9``, ``9**9**9``,
+      ``'%999999999d' % 1``, ``'x'|center(10**9)``), and each field's output and render time are
+      capped (:data:`MAX_OUTPUT`, :data:`MAX_SECONDS`), so a campaign file cannot exhaust memory.
     """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and isinstance(left, (int, float)):
+            bits = abs(right) * max(abs(int(left)).bit_length(), 1)
+            if abs(left) > 1 and bits > 4096:
+                raise SecurityError("power too large for a template")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                n = _size(seq)
+                if n is not None and isinstance(times, int) and n * max(times, 0) > MAX_OUTPUT:
+                    raise SecurityError("repetition would make a value too large for a template")
+        if operator == "%" and isinstance(left, str) and _WIDE.search(left):
+            raise SecurityError("format width too large for a template")
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any):
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, str) and getattr(value, "__name__", "") in ("format", "format_map") \
+                and _WIDE.search(owner):
+            def refuse(*args: Any, **kwargs: Any) -> str:
+                raise SecurityError("format width too large for a template")
+            return refuse
+        return super().wrap_str_format(value)
 
 
 def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
@@ -44,7 +89,30 @@ def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
     )
     # Campaign templates are self-contained: no {% include %} or {% import %} of other files.
     env.loader = None
+    _cap_filters(env)
     return env
+
+
+def _cap_filters(env: ImmutableSandboxedEnvironment) -> None:
+    """Filters that pad to a width or format a string get the same limits as the operators."""
+    center, indent, fmt = env.filters["center"], env.filters["indent"], env.filters["format"]
+
+    def safe_center(value: Any, width: int = 80) -> str:
+        if isinstance(width, int) and width > MAX_OUTPUT:
+            raise SecurityError("center width too large for a template")
+        return center(value, width)
+
+    def safe_indent(value: Any, width: Any = 4, *args: Any, **kwargs: Any) -> str:
+        if isinstance(width, int) and width > 1000:
+            raise SecurityError("indent width too large for a template")
+        return indent(value, width, *args, **kwargs)
+
+    def safe_format(value: Any, *args: Any, **kwargs: Any) -> str:
+        if isinstance(value, str) and _WIDE.search(value):
+            raise SecurityError("format width too large for a template")
+        return fmt(value, *args, **kwargs)
+
+    env.filters.update(center=safe_center, indent=safe_indent, format=safe_format)
 
 
 TEXT_ENV = _env(False)
@@ -67,8 +135,22 @@ def compile_template(field: str, source: str):
 
 
 def render(field: str, source: str, variables: Mapping[str, Any]) -> str:
-    """Render one field's template with ``variables``; raises jinja2.TemplateError on any problem."""
-    return compile_template(field, source).render(**variables)
+    """Render one field's template with ``variables``; raises jinja2.TemplateError on any problem.
+
+    The output is produced piece by piece, so a render that grows past :data:`MAX_OUTPUT`
+    characters or runs past :data:`MAX_SECONDS` stops there with a SecurityError.
+    """
+    deadline = time.monotonic() + MAX_SECONDS
+    parts: list[str] = []
+    size = 0
+    for piece in compile_template(field, source).generate(**variables):
+        size += len(piece)
+        if size > MAX_OUTPUT:
+            raise SecurityError(f"the rendered {field} is longer than {MAX_OUTPUT:,} characters")
+        if time.monotonic() > deadline:
+            raise SecurityError(f"rendering {field} took longer than {MAX_SECONDS:g} s")
+        parts.append(piece)
+    return "".join(parts)
 
 
 def check_syntax(field: str, source: str) -> str | None:

@@ -65,3 +65,31 @@ def test_referenced_fields():
                                          "{% if customer.tags %}x{% endif %}"])
     assert found == {"first_name", "city", "tags"}
     assert templates.referenced_fields(["{% for k in customer %}{{ k }}{% endfor %}"]) is None
+
+
+HUGE = [
+    "{{ 'a' * 10**9 }}",
+    "{{ 'a' * 1000000 }}",
+    "{{ [1] * 10000000 }}",
+    "{{ 10 ** 100000 }}",
+    "{{ (9**9) ** (9**9) }}",
+    "{{ '%999999999d' % 1 }}",
+    "{{ '{:999999999}'.format(1) }}",
+    "{{ '%999999999d'|format(1) }}",
+    "{{ 'x'|center(999999999) }}",
+    "{{ 'x'|indent(999999999, true) }}",
+    "{% for i in range(99999) %}{{ 'aaaaaaaaaa' }}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("source", HUGE)
+def test_templates_cannot_exhaust_memory(source):
+    with pytest.raises(SecurityError):
+        templates.render("body", source, {})
+
+
+def test_ordinary_arithmetic_and_formatting_still_work():
+    assert templates.render("body", "{{ '%.2f' % 42.5 }} {{ 2 ** 10 }} {{ '-' * 20 }}", {}) == \
+        "42.50 1024 " + "-" * 20
+    assert templates.render("body", "{{ '{:>6}'.format('ok') }}|{{ 'x'|center(5) }}", {}) == \
+        "    ok|  x  "
