@@ -27,8 +27,10 @@ class Usage:
     def count(self, cap: CapRule, channel: str, at: int) -> int:
         """How many counted messages fall within ``cap.per`` of ``at`` on the cap's channel(s)."""
         width = cap.per.total_seconds()
-        return sum(1 for ch, t in self.items
-                   if (cap.channel is None or ch == cap.channel) and abs(t - at) < width)
+        if cap.channel is None:
+            return sum(1 for _, t in self.items if abs(t - at) < width)
+        only = cap.channel
+        return sum(1 for ch, t in self.items if ch == only and abs(t - at) < width)
 
 
 def applicable(caps: Sequence[CapRule], channel: str) -> list[CapRule]:
@@ -38,6 +40,9 @@ def applicable(caps: Sequence[CapRule], channel: str) -> list[CapRule]:
 
 def check(caps: Sequence[CapRule], usage: Usage, channel: str, at: int) -> str | None:
     """The reason a marketing message on ``channel`` at ``at`` would break a cap, or None."""
+    if not usage.items:  # nothing counted: only a cap of zero can be reached
+        if all(c.max > 0 for c in caps):
+            return None
     for cap in applicable(caps, channel):
         if usage.count(cap, channel, at) >= cap.max:
             scope = f"{cap.channel} " if cap.channel else ""

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
+import re
+from operator import itemgetter
 import time as _time
 import uuid
 from dataclasses import dataclass
@@ -181,11 +184,23 @@ class Ledger:
             else:
                 self.engine = create_engine(self.url, pool_pre_ping=True, future=True)
                 self.reader = self.engine
-            metadata.create_all(self.engine, checkfirst=True)
+            self._create_schema()
         except SQLAlchemyError as exc:
             raise OutreachError(f"cannot open the ledger {_safe_url(self.url)}: "
                                 f"{_first_line(exc)}") from None
         self._versions: dict[int, dict[str, Any]] = {}
+
+    def _create_schema(self) -> None:
+        """Create missing tables; safe when several processes open a new ledger at once.
+
+        SQLite serialises this through BEGIN IMMEDIATE; on PostgreSQL a transaction-scoped advisory
+        lock does (two concurrent CREATE TABLEs would otherwise collide on the catalogue).
+        """
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_database() || '.' "
+                                  "|| current_schema() || '.outreach-schema'))"))
+            metadata.create_all(conn, checkfirst=True)
 
     def close(self) -> None:
         """Release every connection."""
@@ -278,25 +293,41 @@ class Ledger:
         self._upsert_state(campaign, last_fire=fire, pending_fire=None)
 
     # ------------------------------------------------------------------ planning queries (set-wise)
+    # These run once per planning batch with thousands of values, so they bypass SQL compilation:
+    # one statement per batch, the values passed as ONE parameter (a JSON array read by json_each
+    # on SQLite, an array with = ANY on PostgreSQL), whatever the batch size.
+    def _in_query(self, sql: str, values: Sequence[Any], params: Mapping[str, Any] | None = None):
+        """Rows of ``sql`` whose ``{IN}`` placeholder is the set ``values``; ``params`` by name."""
+        out: list[Any] = []
+        if not values:
+            return out
+        with self.reader.connect() as conn:
+            if not self.is_sqlite:
+                named = {"vals": list(values), **(params or {})}
+                stmt = _NAMED.sub(r"%(\1)s", sql.replace("{IN}", "= ANY(:vals)"))
+                return conn.exec_driver_sql(stmt, named).all()
+            if _sqlite_has_json(conn):
+                stmt = sql.replace("{IN}", "IN (SELECT value FROM json_each(:vals))")
+                return conn.exec_driver_sql(stmt, {"vals": json.dumps(list(values)), **(params or {})}
+                                            ).all()
+            for part in _chunks(list(values)):
+                stmt = sql.replace("{IN}", "IN (" + ", ".join(f":v{i}" for i in range(len(part))) + ")")
+                out += conn.exec_driver_sql(stmt, {**{f"v{i}": v for i, v in enumerate(part)},
+                                                   **(params or {})}).all()
+        return out
+
     def existing_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` are already in the outbox."""
-        found: set[str] = set()
-        with self.reader.connect() as conn:
-            for part in _chunks(list(keys)):
-                found.update(conn.execute(select(messages.c.key).where(messages.c.key.in_(part))).scalars())
-        return found
+        return {r[0] for r in self._in_query("SELECT key FROM messages WHERE key {IN}", keys)}
 
     def history(self, campaign: str, customer_ids: Sequence[str]) -> dict[str, list[PastMessage]]:
         """This campaign's messages for these customers, any state."""
         out: dict[str, list[PastMessage]] = {}
-        with self.reader.connect() as conn:
-            for part in _chunks(list(customer_ids)):
-                rows = conn.execute(select(messages.c.customer_id, messages.c.key,
-                                           messages.c.not_before, messages.c.state).where(
-                    messages.c.campaign == campaign, messages.c.customer_id.in_(part)))
-                for r in rows:
-                    out.setdefault(r.customer_id, []).append(
-                        PastMessage(r.key, from_epoch(r.not_before), r.state))
+        rows = self._in_query("SELECT customer_id, key, not_before, state FROM messages "
+                              "WHERE campaign = :campaign AND customer_id {IN}", customer_ids,
+                              {"campaign": campaign})
+        for cid, key, not_before, state in rows:
+            out.setdefault(cid, []).append(PastMessage(key, from_epoch(not_before), state))
         return out
 
     def cap_usage(self, customer_ids: Sequence[str], lo: int, hi: int) -> dict[str, list[tuple[str, int]]]:
@@ -305,16 +336,22 @@ class Ledger:
         customer id -> [(channel, planned time)]: what frequency caps count.
         """
         out: dict[str, list[tuple[str, int]]] = {}
-        with self.reader.connect() as conn:
-            for part in _chunks(list(customer_ids)):
-                rows = conn.execute(select(messages.c.customer_id, messages.c.channel,
-                                           messages.c.not_before).where(
-                    messages.c.customer_id.in_(part), messages.c.not_before > lo,
-                    messages.c.not_before < hi, messages.c.state != "failed",
-                    messages.c.category != "transactional"))
-                for r in rows:
-                    out.setdefault(r.customer_id, []).append((r.channel, r.not_before))
+        rows = self._in_query("SELECT customer_id, channel, not_before FROM messages "
+                              "WHERE customer_id {IN} AND not_before > :lo AND not_before < :hi "
+                              "AND state != 'failed' AND category != 'transactional'",
+                              customer_ids, {"lo": lo, "hi": hi})
+        for cid, channel, not_before in rows:
+            out.setdefault(cid, []).append((channel, not_before))
         return out
+
+    def suppressed_all(self, limit: int) -> dict[tuple[str, str], str] | None:
+        """The whole suppression list, or None when it holds more than ``limit`` addresses."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(suppressions.c.kind, suppressions.c.address,
+                                       suppressions.c.reason).limit(limit + 1)).all()
+        if len(rows) > limit:
+            return None
+        return {(kind, address): reason for kind, address, reason in rows}
 
     def suppressed(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Which (kind, address) pairs are suppressed, with the reason."""
@@ -335,14 +372,31 @@ class Ledger:
         if not rows:
             return 0
         stamp = wall_clock()
-        payload = [{**r, "created_at": stamp, "updated_at": stamp, "attempts": 0} for r in rows]
         with self.engine.begin() as conn:
-            before = set(conn.execute(select(messages.c.key).where(
-                messages.c.key.in_([r["key"] for r in payload]))).scalars()) if len(payload) <= _IN_LIST \
-                else self._keys_in(conn, [r["key"] for r in payload])
-            fresh = [r for r in payload if r["key"] not in before]
-            if fresh:
-                conn.execute(insert(messages), fresh)
+            keys = [r["key"] for r in rows]
+            if self.is_sqlite and _sqlite_has_json(conn):
+                before = {k for (k,) in conn.exec_driver_sql(
+                    "SELECT key FROM messages WHERE key IN (SELECT value FROM json_each(:vals))",
+                    {"vals": json.dumps(keys)})}
+            elif not self.is_sqlite:
+                before = {k for (k,) in conn.exec_driver_sql(
+                    "SELECT key FROM messages WHERE key = ANY(%(vals)s)", {"vals": keys})}
+            else:
+                before = self._keys_in(conn, keys)
+            fresh = [r for r in rows if r["key"] not in before] if before else list(rows)
+            # One plain INSERT executemany'd per shape of row (the planner's rows all have one):
+            # no SQL compilation or parameter dict per row, so a batch of thousands is cheap.
+            shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for r in fresh:
+                shapes.setdefault(tuple(r), []).append(r)
+            extra = (stamp, stamp, 0)
+            for names, same in shapes.items():
+                cols = [n for n in names if n not in ("created_at", "updated_at", "attempts")]
+                pick = itemgetter(*cols) if len(cols) > 1 else (lambda r, _c=cols[0]: (r[_c],))
+                marks = ", ".join(["?" if self.is_sqlite else "%s"] * (len(cols) + 3))
+                sql = (f"INSERT INTO messages ({', '.join(cols)}, created_at, updated_at, attempts) "
+                       f"VALUES ({marks})")
+                conn.exec_driver_sql(sql, [pick(r) + extra for r in same])
         return len(fresh)
 
     @staticmethod
@@ -460,13 +514,16 @@ class Ledger:
             groups.setdefault(present, []).append(o)
         with self.engine.begin() as conn:
             for present, rows in groups.items():
-                values = {"state": bindparam("b_state"), "claim_owner": None, "claim_expires": None,
-                          "updated_at": t}
-                values.update({c: bindparam(f"b_{c}") for c in present})
-                stmt = update(messages).where(messages.c.id == bindparam("b_id"),
-                                              messages.c.claim_owner == owner).values(**values)
-                conn.execute(stmt, [{"b_id": r["id"], "b_state": r["state"],
-                                     **{f"b_{c}": r[c] for c in present}} for r in rows])
+                # One plain UPDATE by primary key, executemany'd: thousands of outcomes a second
+                # are written without building a parameter dict per row through SQL compilation.
+                sets = ", ".join(["state = :state", "claim_owner = NULL", "claim_expires = NULL",
+                                  "updated_at = :t"] + [f"{c} = :{c}" for c in present])
+                sql = f"UPDATE messages SET {sets} WHERE id = :id AND claim_owner = :owner"
+                if not self.is_sqlite:
+                    sql = _NAMED.sub(r"%(\1)s", sql)
+                conn.exec_driver_sql(sql, [{"id": r["id"], "state": r["state"], "t": t,
+                                            "owner": owner, **{c: r[c] for c in present}}
+                                           for r in rows])
 
     def resend_unknown(self, keys: Sequence[str] | None, now: int) -> int:
         """Queue messages whose outcome is unknown again, on an operator's explicit word."""
@@ -584,6 +641,41 @@ def _first_line(exc: BaseException) -> str:
     return text_.splitlines()[0] if text_ else type(exc).__name__
 
 
+_JSON_OK: dict[int, bool] = {}
+_NAMED = re.compile(r"(?<!:):(\w+)")
+
+
+def _sqlite_has_json(conn) -> bool:
+    """Whether this SQLite library has the JSON functions (built in since 3.38, common before)."""
+    known = _JSON_OK.get(0)
+    if known is None:
+        try:
+            conn.exec_driver_sql("SELECT json_array_length(?)", ("[]",)).all()
+            known = True
+        except SQLAlchemyError:
+            known = False
+        _JSON_OK[0] = known
+    return known
+
+
+def _enable_wal(cur) -> None:
+    """Switch a database file to WAL once (it stays so); retry while another opener holds it.
+
+    Switching the journal mode needs the database to itself, and SQLite answers "locked" at once
+    rather than waiting when several processes open a new ledger together.
+    """
+    for attempt in range(200):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == 199:
+                raise
+            _time.sleep(0.05)
+
+
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
     """A SQLite engine for several processes: WAL, a busy timeout, and (for writers) BEGIN IMMEDIATE.
 
@@ -598,9 +690,12 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=60000")
+        _enable_wal(cur)
+        cur.execute("PRAGMA synchronous=NORMAL")
+        # A larger page cache (allocated only as used) keeps the outbox's indexes in memory while
+        # planning writes a million rows; SQLite's default is 2 MB.
+        cur.execute("PRAGMA cache_size=-32768")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

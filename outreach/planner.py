@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from outreach import caps as caps_mod
 from outreach import templates
@@ -24,6 +24,11 @@ from outreach.policy.addresses import normalize, raw_address
 from outreach.report import RunReport
 from outreach.rule import Candidate, SelectContext
 from outreach.schedule import due as due_at
+from outreach.sources.csv_source import CSVSource
+
+
+#: A suppression list up to this long is read whole once per run rather than queried per batch.
+_SUPPRESSIONS_IN_MEMORY = 100_000
 
 
 @dataclass
@@ -45,7 +50,54 @@ class PlanRow:
                 "not_before": self.not_before}
 
 
-@dataclass
+class _Chain:
+    """One policy hook's implementations, called in pluggy's order without pluggy's generic dispatch.
+
+    ``pluggy`` spends a few microseconds per hook call on bookkeeping; asked twice per candidate,
+    that is most of the policy chain's cost at a million customers. When no implementation is a
+    wrapper, calling them directly in the order pluggy would (last registered first, tryfirst and
+    trylast respected, each with only the arguments it declares) gives exactly pluggy's answers.
+    With a wrapper the hook itself is called.
+    """
+
+    def __init__(self, hook, argnames: tuple[str, ...]) -> None:
+        self.hook = hook
+        self.argnames = argnames
+        impls = hook.get_hookimpls()
+        self.direct = not any(getattr(i, "hookwrapper", False) or getattr(i, "wrapper", False)
+                              for i in impls)
+        self.calls = []
+        for impl in reversed(impls):
+            names = tuple(impl.argnames)
+            if names == argnames:
+                self.calls.append(impl.function)
+            else:
+                idx = [argnames.index(n) for n in names]
+                self.calls.append(lambda *a, _f=impl.function, _i=idx: _f(*[a[i] for i in _i]))
+
+    def first(self, *args):
+        """The first non-None answer (a ``firstresult`` hook)."""
+        if not self.direct:
+            return self.hook(**dict(zip(self.argnames, args)))
+        for call in self.calls:
+            res = call(*args)
+            if res is not None:
+                return res
+        return None
+
+    def all(self, *args) -> list:
+        """Every non-None answer, in call order."""
+        if not self.direct:
+            return self.hook(**dict(zip(self.argnames, args)))
+        out = []
+        for call in self.calls:
+            res = call(*args)
+            if res is not None:
+                out.append(res)
+        return out
+
+
+@dataclass(slots=True)
 class _Accepted:
     campaign: Campaign
     candidate: Candidate
@@ -78,6 +130,12 @@ class Planner:
             for name, cfg in project.channels.items()
         }
         self._versions: dict[str, int] = {}
+        hook = plugins.pm.hook
+        self._check = _Chain(hook.outreach_check_channel, ("candidate", "channel", "ctx"))
+        self._decide_hook = _Chain(hook.outreach_decide, ("candidate", "choice", "ctx"))
+        #: The whole suppression list when it is small (read once per run instead of per batch).
+        self._suppressed_all: dict[tuple[str, str], str] | None = None
+        self._suppressions_small = False
 
     # ------------------------------------------------------------------ due
     def due_campaigns(self) -> list[tuple[Campaign, datetime | None]]:
@@ -112,12 +170,16 @@ class Planner:
         source = self.project.source()
         events, latest = self._collect_events(source, [c for c, _ in due])
         seen = 0
-        for batch in _batches(source.customers(self._row_problem), self.project.batch_size):
-            profiles = [Profile(c, events.get(c.id, []), latest.get(c.id, {})) for c in batch]
-            self._plan_batch(profiles, due)
-            seen += len(batch)
-            if self.progress:
-                self.progress(seen)
+        try:
+            for batch in _batches(source.customers(self._row_problem), self.project.batch_size):
+                mine = latest.for_batch([c.id for c in batch])
+                profiles = [Profile(c, events.get(c.id, []), mine.get(c.id, {})) for c in batch]
+                self._plan_batch(profiles, due)
+                seen += len(batch)
+                if self.progress:
+                    self.progress(seen)
+        finally:
+            latest.close()
         if not self.dry_run:
             for campaign, occurrence in due:
                 if occurrence is not None and not self.report.campaign(campaign.name).error:
@@ -130,23 +192,36 @@ class Planner:
         """The events the due rules asked for, by customer; and the latest activity per customer."""
         needs = [n for n in (c.rule.event_needs(self.now) for c in due) if n]
         if not needs:
-            return {}, {}
+            return {}, _Activity()
         types = frozenset().union(*(n.types for n in needs))
         latest_types = frozenset().union(*(n.latest for n in needs))
         sinces = [n.since for n in needs if n.types]
         since = None if latest_types or not sinces or None in sinces else min(sinces)
         event_since = min((s for s in sinces if s is not None), default=None)
         events: dict[str, list[Event]] = {}
-        latest: dict[str, dict[str, datetime]] = {}
-        for event in source.events(types | latest_types, since, self._row_problem):
-            if event.time > self.now:
+        latest = _Activity()
+        now = self.now
+        wanted = types | latest_types
+        rows = getattr(source, "event_rows", None)
+        attributes = getattr(source, "event_attributes", None)
+        # Only the built-in source's own events() (a subclass overriding it is asked through it).
+        light = isinstance(source, CSVSource) and type(source).events is CSVSource.events
+        if light:
+            # The CSV source hands raw rows: an Event is built only for the few events a rule
+            # receives, not for every purchase whose time alone is wanted.
+            scan = ((eid, cid, etype, when, row)
+                    for eid, cid, etype, when, row in rows(wanted, since, self._row_problem))
+        else:
+            scan = ((e.id, e.customer_id, e.type, e.time, e)
+                    for e in source.events(wanted, since, self._row_problem))
+        for eid, cid, etype, when, raw in scan:
+            if when > now:
                 continue  # an event from the future (or a replayed --now) has not happened yet
-            if event.type in latest_types:
-                mine = latest.setdefault(event.customer_id, {})
-                if event.type not in mine or event.time > mine[event.type]:
-                    mine[event.type] = event.time
-            if event.type in types and (event_since is None or event.time >= event_since):
-                events.setdefault(event.customer_id, []).append(event)
+            if etype in latest_types:
+                latest.add(cid, etype, when)
+            if etype in types and (event_since is None or when >= event_since):
+                event = Event(eid, cid, etype, when, attributes(raw)) if light else raw
+                events.setdefault(cid, []).append(event)
         for evs in events.values():
             evs.sort(key=lambda e: e.time)
         return events, latest
@@ -160,9 +235,10 @@ class Planner:
                 views[c.id] = c.template_view()
             return views[c.id]
 
+        report = self.report
         found: list[tuple[Campaign, Candidate]] = []
         for campaign, occurrence in due:
-            rep = self.report.campaign(campaign.name)
+            rep = report.campaign(campaign.name)
             if rep.error:
                 continue
             chosen = profiles
@@ -180,8 +256,7 @@ class Planner:
                        if campaign.rule.needs_history else {})
             ctx = SelectContext(campaign.name, self.now, self.project.tz, occurrence, history)
             try:
-                for cand in campaign.rule.select(chosen, ctx):
-                    found.append((campaign, cand))
+                found.extend([(campaign, cand) for cand in campaign.rule.select(chosen, ctx)])
             except Exception as exc:  # noqa: BLE001 - a rule plugin's bug stops its campaign only
                 rep.error = f"rule {campaign.rule_name!r} failed: {type(exc).__name__}: {exc}"
                 found = [(c, x) for c, x in found if c is not campaign]
@@ -189,54 +264,84 @@ class Planner:
             return
 
         existing = self.ledger.existing_keys([c.key for _, c in found])
+        reps = {c.name: report.campaign(c.name) for c, _ in due}
+        on_row = self.on_row
         fresh = []
-        for campaign, cand in found:
-            if cand.key in existing:
-                self.report.campaign(campaign.name).already_planned += 1
-                self._row(campaign, cand, "already planned", reason="planned by an earlier run")
-            else:
-                self.report.campaign(campaign.name).selected += 1
-                fresh.append((campaign, cand))
+        if existing:
+            for campaign, cand in found:
+                if cand.key in existing:
+                    reps[campaign.name].already_planned += 1
+                    if on_row:
+                        self._row(campaign, cand, "already planned", reason="planned by an earlier run")
+                else:
+                    reps[campaign.name].selected += 1
+                    fresh.append((campaign, cand))
+        else:
+            fresh = found
+            for campaign, _ in found:
+                reps[campaign.name].selected += 1
         if not fresh:
             return
 
-        ctx = DecisionContext(self.now, self.project.tz,
-                              self.ledger.suppressed(self._addresses(fresh)))
+        ctx = DecisionContext(self.now, self.project.tz, self._suppressed(fresh))
         accepted: list[_Accepted] = []
         skips: list[dict[str, Any]] = []
+        record = not self.dry_run
+        decide = self._decide
         for campaign, cand in fresh:
-            outcome = self._decide(campaign, cand, ctx)
-            if isinstance(outcome, _Accepted):
+            outcome = decide(campaign, cand, ctx)
+            if type(outcome) is _Accepted:
                 accepted.append(outcome)
             else:
                 kind, channel, reason = outcome
-                self.report.campaign(campaign.name).refuse(kind, reason)
-                self._row(campaign, cand, kind, channel=channel, reason=reason)
-                skips.append(self._skip_row(campaign, cand, kind, reason))
+                reps[campaign.name].refuse(kind, reason)
+                if on_row:
+                    self._row(campaign, cand, kind, channel=channel, reason=reason)
+                if record:
+                    skips.append(self._skip_row(campaign, cand, kind, reason))
 
         planned, capped = self._allocate(accepted)
         for a, reason in capped:
-            self.report.campaign(a.campaign.name).refuse("capped", reason)
-            self._row(a.campaign, a.candidate, "capped", channel=a.channel, reason=reason)
-            skips.append(self._skip_row(a.campaign, a.candidate, "capped", reason))
+            reps[a.campaign.name].refuse("capped", reason)
+            if on_row:
+                self._row(a.campaign, a.candidate, "capped", channel=a.channel, reason=reason)
+            if record:
+                skips.append(self._skip_row(a.campaign, a.candidate, "capped", reason))
 
         rows = []
+        now = self.now
         for a in planned:
-            later = a.send_at > self.now
-            rep = self.report.campaign(a.campaign.name)
+            later = a.send_at > now
+            rep = reps[a.campaign.name]
             rep.queued += 1
             if later:
                 rep.deferred += 1
-            reason = a.defer_reason or ("waits for its delay" if later else "")
-            self._row(a.campaign, a.candidate, "defer" if later else "send", channel=a.channel,
-                      reason=reason, not_before=a.send_at.isoformat())
-            if not self.dry_run:
+            if on_row:
+                reason = a.defer_reason or ("waits for its delay" if later else "")
+                self._row(a.campaign, a.candidate, "defer" if later else "send", channel=a.channel,
+                          reason=reason, not_before=a.send_at.isoformat())
+            if record:
                 rows.append(self._message_row(a, later))
-        if not self.dry_run:
+        if record:
             # The planner lock makes this the only writer of new keys; the unique key would still
             # turn a second insert of the same message into a no-op.
             self.ledger.insert_messages(rows)
             self.ledger.record_skips(skips)
+
+    def _suppressed(self, fresh: list[tuple[Campaign, Candidate]]) -> Mapping[tuple[str, str], str]:
+        """The suppressed addresses among this batch's (what ``DecisionContext.suppressed`` holds).
+
+        A short suppression list (the usual case) is read whole once per run: looking an address up
+        in it answers exactly as the batch's own query would, without normalising every address of
+        the batch first. A long one is queried per batch, set-wise.
+        """
+        if self._suppressed_all is None:
+            everything = self.ledger.suppressed_all(_SUPPRESSIONS_IN_MEMORY)
+            self._suppressed_all = {} if everything is None else everything
+            self._suppressions_small = everything is not None
+        if self._suppressions_small:
+            return self._suppressed_all
+        return self.ledger.suppressed(self._addresses(fresh))
 
     def _addresses(self, fresh: Iterable[tuple[Campaign, Candidate]]) -> set[tuple[str, str]]:
         pairs = set()
@@ -252,20 +357,28 @@ class Planner:
     def _decide(self, campaign: Campaign, cand: Candidate, ctx: DecisionContext):
         """The policy chain for one candidate: an _Accepted, or (outcome, channel, reason)."""
         refusals: list[tuple[str, Refusal]] = []
+        check = self._check.first
         for ch in campaign.channels:
             info = self.channel_info[ch]
-            refusal = self.plugins.check_channel(cand, info, ctx)
+            refusal = check(cand, info, ctx)
             if refusal is not None:
                 refusals.append((ch, refusal))
                 continue
-            address, _ = normalize(info.address_kind, raw_address(cand, info.address_kind))
-            send_at = max(self.now, cand.not_before or self.now)
-            verdict = self.plugins.decide(cand, Choice(info, address, send_at), ctx)
-            if isinstance(verdict, Refusal):
-                return verdict.outcome, ch, verdict.reason
+            kind = info.address_kind
+            address, _ = normalize(kind, cand.customer.email if kind == "email" else cand.customer.phone)
+            now = self.now
+            send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
+            answers = self._decide_hook.all(cand, Choice(info, address, send_at), ctx)
             reason = ""
-            if isinstance(verdict, Defer):
-                send_at, reason = max(send_at, verdict.until), verdict.reason
+            if answers:
+                # As Plugins.decide: any refusal wins, else the latest deferral.
+                verdict = next((v for v in answers if isinstance(v, Refusal)), None)
+                if verdict is not None:
+                    return verdict.outcome, ch, verdict.reason
+                defers = [v for v in answers if isinstance(v, Defer)]
+                if defers:
+                    latest = max(defers, key=lambda d: d.until)
+                    send_at, reason = max(send_at, latest.until), latest.reason
             return _Accepted(campaign, cand, ch, address, send_at, reason)
         first = refusals[0][1]
         if len(refusals) == 1:
@@ -282,14 +395,24 @@ class Planner:
         width = caps_mod.widest(caps)
         lo = epoch(self.now) - width
         hi = max(epoch(a.send_at) for a in marketing) + width
-        usage = self.ledger.cap_usage(sorted({a.candidate.customer.id for a in marketing}), lo, hi)
         by_customer: dict[str, list[_Accepted]] = {}
         for a in marketing:
-            by_customer.setdefault(a.candidate.customer.id, []).append(a)
+            mine = by_customer.get(a.candidate.customer.id)
+            if mine is None:
+                by_customer[a.candidate.customer.id] = [a]
+            else:
+                mine.append(a)
+        usage = self.ledger.cap_usage(sorted(by_customer), lo, hi)
         planned = [a for a in accepted if a.campaign.category == "transactional"]
         capped = []
+        # With nothing counted yet, one message breaks no cap that allows at least one.
+        one_is_free = all(c.max >= 1 for c in caps)
         for cid, mine in by_customer.items():
-            use = caps_mod.Usage(list(usage.get(cid, ())))
+            used = usage.get(cid)
+            if used is None and one_is_free and len(mine) == 1:
+                planned.append(mine[0])
+                continue
+            use = caps_mod.Usage(list(used or ()))
             mine.sort(key=lambda a: (-a.campaign.priority, a.send_at, a.candidate.key))
             for a in mine:
                 at = epoch(a.send_at)
@@ -336,6 +459,97 @@ class Planner:
         if self.on_row:
             self.on_row(PlanRow(campaign.name, cand.customer.id, cand.key, decision, channel, reason,
                                 not_before))
+
+
+class _Activity:
+    """Each customer's latest time of each activity type (what reminders read as Profile.latest).
+
+    Held in memory up to ``limit`` customers. Past that (a million customers with a year of
+    purchases would take a few hundred megabytes as dicts) it moves to a temporary SQLite file and
+    is read back one planning batch at a time, with one query per batch, so memory stays flat
+    however large the audience. The values come back exactly as read (pickled datetimes), and ties
+    keep the first seen, as the in-memory dicts do.
+    """
+
+    def __init__(self, limit: int = 100_000, chunk: int = 100_000) -> None:
+        self.limit, self.chunk = limit, chunk
+        self.mem: dict[str, dict[str, datetime]] = {}
+        self.db: Any = None
+        self._folder: Any = None
+        self._seq = 0
+        self._indexed = False
+
+    def add(self, cid: str, etype: str, when: datetime) -> None:
+        mine = self.mem.get(cid)
+        if mine is None:
+            self.mem[cid] = {etype: when}
+            if len(self.mem) >= (self.chunk if self.db is not None else self.limit):
+                self._spill()
+        elif etype not in mine or when > mine[etype]:
+            mine[etype] = when
+
+    def _spill(self) -> None:
+        import pickle
+        import sqlite3
+        import tempfile
+
+        if self.db is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="outreach-activity-")
+            self.db = sqlite3.connect(f"{self._folder.name}/activity.db", isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=OFF")
+            self.db.execute("PRAGMA synchronous=OFF")
+            self.db.execute("CREATE TABLE latest (cid TEXT, type TEXT, us INTEGER, seq INTEGER, "
+                            "value BLOB)")
+        rows = []
+        for cid, mine in self.mem.items():
+            for etype, when in mine.items():
+                self._seq += 1
+                rows.append((cid, etype, _micros(when), self._seq, pickle.dumps(when)))
+        self.db.execute("BEGIN")
+        self.db.executemany("INSERT INTO latest VALUES (?, ?, ?, ?, ?)", rows)
+        self.db.execute("COMMIT")
+        self.mem = {}
+
+    def for_batch(self, ids: list[str]) -> Mapping[str, dict[str, datetime]]:
+        """customer id -> {type: latest time} for these customers."""
+        if self.db is None:
+            return self.mem
+        if not self._indexed:
+            if self.mem:
+                self._spill()
+            self.db.execute("CREATE INDEX latest_cid ON latest (cid)")
+            self._indexed = True
+        import pickle
+
+        best: dict[tuple[str, str], tuple[int, int, bytes]] = {}
+        rows: list[tuple[str, str, int, int, bytes]] = []
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            rows += self.db.execute("SELECT cid, type, us, seq, value FROM latest WHERE cid IN "
+                                    f"({', '.join('?' * len(part))})", part).fetchall()
+        for cid, etype, us, seq, value in rows:
+            old = best.get((cid, etype))
+            if old is None or us > old[0] or (us == old[0] and seq < old[1]):
+                best[(cid, etype)] = (us, seq, value)
+        out: dict[str, dict[str, datetime]] = {}
+        for (cid, etype), (_, _, value) in best.items():
+            out.setdefault(cid, {})[etype] = pickle.loads(value)
+        return out
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+            self._folder.cleanup()
+
+
+def _micros(when: datetime) -> int:
+    """Microseconds since the epoch: orders aware datetimes as Python compares them."""
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _batches(items: Iterable[Customer], size: int) -> Iterator[list[Customer]]:

@@ -121,9 +121,13 @@ class Rule:
         return {}
 
 
+_UTC = ZoneInfo("UTC")
+
+
 def key_time(value: datetime) -> str:
     """A compact, stable rendering of an instant for dedupe keys (UTC, seconds)."""
-    return value.astimezone(ZoneInfo("UTC")).strftime("%Y%m%dT%H%M%SZ")
+    u = value.astimezone(_UTC)
+    return f"{u.year}{u.month:02d}{u.day:02d}T{u.hour:02d}{u.minute:02d}{u.second:02d}Z"
 
 
 def within(value: datetime, start: datetime, length: timedelta) -> bool:

@@ -72,16 +72,20 @@ class Reminder(Rule):
     def _inactive(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
         quiet, every, most = (self.params["inactive_for"], self.params.get("repeat_after"),
                               self.params["max_times"])
+        activity, now, history = self.params["activity"], ctx.now, ctx.history
         for p in profiles:
-            times = [t for k, t in p.latest.items() if k in self.params["activity"]]
-            if not times:
+            if not p.latest:
                 continue  # never active: nothing to win back
+            times = [t for k, t in p.latest.items() if k in activity]
+            if not times:
+                continue
             last = max(times)
-            if ctx.now - last < quiet:
+            if now - last < quiet:
                 continue
             spell = f"{self.campaign}:{p.customer.id}:{key_time(last)}:"
-            earlier = sorted((m for m in ctx.history.get(p.customer.id, ())
-                              if m.key.startswith(spell)), key=lambda m: m.planned_at)
+            past = history.get(p.customer.id)
+            earlier = sorted((m for m in past if m.key.startswith(spell)),
+                             key=lambda m: m.planned_at) if past else []
             if len(earlier) >= most:
                 continue
             if earlier and (every is None or ctx.now - earlier[-1].planned_at < every):
