@@ -106,6 +106,7 @@ class Dispatcher:
         self.owner = owner or f"{uuid.uuid4().hex[:12]}"
         self.progress = progress
         self.retry: RetryPolicy = project.retry
+        self._ttl = int(project.claim_ttl.total_seconds())
         self._channels: dict[str, Channel] = {}
         self._limiters = {name: RateLimiter(cfg.rate_limit) for name, cfg in project.channels.items()}
         self._pools: dict[str, ThreadPoolExecutor] = {}
@@ -115,12 +116,17 @@ class Dispatcher:
     def run(self, limit: int | None = None) -> None:
         """Recover abandoned claims, then send until nothing due is left (or ``limit`` messages)."""
         self.report.recovered = self.ledger.recover()
-        ttl = int(self.project.claim_ttl.total_seconds())
+        ttl = self._ttl
         configured = list(self.project.channels)
         # A claim feeds at least one full wave of every channel (concurrency × batch size: four
         # SendGrid requests of 1000 recipients each go out together, not one after the other).
         size = max([CLAIM_CHUNK] + [min(MAX_CLAIM, cfg.concurrency * max(1, cfg.cls.batch_size))
                                     for cfg in self.project.channels.values()])
+        # Claim no more than a rate-limited channel can send in half a claim's lifetime, so claims
+        # do not expire while their messages wait their turn.
+        for cfg in self.project.channels.values():
+            if cfg.rate_limit:
+                size = min(size, max(1, int(cfg.rate_limit * ttl / 2)))
         try:
             while limit is None or self._done < limit:
                 chunk = size if limit is None else min(size, limit - self._done)
@@ -195,7 +201,10 @@ class Dispatcher:
         wave = cfg.concurrency
         for i in range(0, len(batches), wave):
             group = batches[i:i + wave]
-            self.ledger.mark_handed([w.claimed.id for b in group for w in b], self.owner)
+            mine = self.ledger.mark_handed([w.claimed.id for b in group for w in b], self.owner,
+                                           self._ttl)
+            # A message whose claim expired meanwhile may belong to another dispatcher now.
+            group = [kept for kept in ([w for w in b if w.claimed.id in mine] for b in group) if kept]
             futures = [pool.submit(self._send_batch, channel, name, b) for b in group]
             outcomes = [o for f in futures for o in f.result()]
             self._settle(outcomes)

@@ -478,14 +478,27 @@ class Ledger:
                         r.name, r.locale, json.loads(r.variables), r.category, r.attempts)
                 for r in rows]
 
-    def mark_handed(self, ids: Sequence[int], owner: str) -> None:
-        """Record that these messages are about to be handed to their provider."""
+    def mark_handed(self, ids: Sequence[int], owner: str, ttl: int | None = None) -> set[int]:
+        """Record that these messages are about to be handed to their provider; returns the ids
+        this owner may send.
+
+        A message whose claim expired may already have been recovered and claimed by another
+        process: it is not marked, not returned, and must not be sent from here. The claims of
+        the returned ones are renewed for ``ttl`` seconds, for the calls about to be made.
+        """
         t = wall_clock()
+        values: dict[str, Any] = {"handed_at": t, "updated_at": t}
+        if ttl is not None:
+            values["claim_expires"] = t + ttl
+        marked: set[int] = set()
         with self.engine.begin() as conn:
             for part in _chunks(list(ids)):
-                conn.execute(update(messages).where(messages.c.id.in_(part),
-                                                    messages.c.claim_owner == owner)
-                             .values(handed_at=t, updated_at=t))
+                marked.update(conn.execute(
+                    update(messages).where(messages.c.id.in_(part), messages.c.claim_owner == owner,
+                                           messages.c.state == "sending",
+                                           messages.c.claim_expires >= t)
+                    .values(**values).returning(messages.c.id)).scalars())
+        return marked
 
     def release(self, ids: Sequence[int], owner: str) -> None:
         """Give claimed messages back untouched (a dispatcher stopping early)."""

@@ -114,8 +114,6 @@ def test_three_dispatchers_deliver_each_of_300_messages_exactly_once(tmp_path, l
     assert Counter(r["state"] for r in rows) == Counter({"sent": customers})
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a dispatcher whose claim expired still sends "
-                                       "(mark_handed ignores that the rows were taken over)")
 def test_a_dispatcher_that_lost_its_expired_claim_does_not_send(tmp_path):
     """Overlap guarantee: a message is handed over once even when a slow dispatcher's claim expires.
 
@@ -139,11 +137,11 @@ def test_a_dispatcher_that_lost_its_expired_claim_does_not_send(tmp_path):
         ledger_a, ledger_b = Ledger(project.ledger_url), Ledger(project.ledger_url)
         handed = ledger_a.mark_handed
 
-        def stalled_then_handed(ids, owner):
+        def stalled_then_handed(ids, owner, ttl=None):
             time.sleep(2.1)  # A's claim (1 s) expires while it is busy
             Dispatcher(project, plugins, ledger_b, now, RunReport(now=now.isoformat()),
                        owner="dispatcher-b").run()
-            return handed(ids, owner)
+            return handed(ids, owner, ttl)
 
         ledger_a.mark_handed = stalled_then_handed
         try:
