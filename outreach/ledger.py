@@ -383,7 +383,9 @@ class Ledger:
                     "SELECT key FROM messages WHERE key = ANY(%(vals)s)", {"vals": keys})}
             else:
                 before = self._keys_in(conn, keys)
-            fresh = [r for r in rows if r["key"] not in before] if before else list(rows)
+            # A key twice in one batch (a customer listed twice in the audience) is one message.
+            fresh = list({r["key"]: r for r in reversed(rows) if r["key"] not in before}.values())
+            fresh.reverse()
             # One plain INSERT executemany'd per shape of row (the planner's rows all have one):
             # no SQL compilation or parameter dict per row, so a batch of thousands is cheap.
             shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -410,6 +412,7 @@ class Ledger:
         """Record refused candidates with their reason (the latest decision per key is kept)."""
         if not rows:
             return
+        rows = list({r["key"]: r for r in rows}.values())  # the latest decision per key
         with self.engine.begin() as conn:
             keys = [r["key"] for r in rows]
             existing = self._keys_in_table(conn, skips, keys)

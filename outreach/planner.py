@@ -263,8 +263,10 @@ class Planner:
         if not found:
             return
 
-        existing = self.ledger.existing_keys([c.key for _, c in found])
         reps = {c.name: report.campaign(c.name) for c, _ in due}
+        if len({c.key for _, c in found}) != len(found):
+            found = self._drop_repeats(found, reps)
+        existing = self.ledger.existing_keys([c.key for _, c in found])
         on_row = self.on_row
         fresh = []
         if existing:
@@ -342,6 +344,20 @@ class Planner:
         if self._suppressions_small:
             return self._suppressed_all
         return self.ledger.suppressed(self._addresses(fresh))
+
+    def _drop_repeats(self, found, reps):
+        """Keep the first candidate of each key: a customer listed twice gets one message."""
+        seen: set[str] = set()
+        kept = []
+        for campaign, cand in found:
+            if cand.key in seen:
+                reps[campaign.name].already_planned += 1
+                self._row(campaign, cand, "already planned",
+                          reason=f"customer {cand.customer.id} is listed more than once")
+                continue
+            seen.add(cand.key)
+            kept.append((campaign, cand))
+        return kept
 
     def _addresses(self, fresh: Iterable[tuple[Campaign, Candidate]]) -> set[tuple[str, str]]:
         pairs = set()

@@ -76,7 +76,7 @@ def customer_zone(customer: Customer, default: ZoneInfo) -> ZoneInfo:
     if customer.timezone:
         try:
             return ZoneInfo(customer.timezone)
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, OSError):  # a region ("America") is a folder: OSError
             pass
     return default
 

@@ -12,7 +12,9 @@ needs it (an apology's ``what_happened``) fails for that message instead of send
 
 from __future__ import annotations
 
+import codecs
 import csv
+import re
 from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
@@ -27,6 +29,22 @@ _YES = {"yes", "y", "true", "1", "opt-in", "opted-in"}
 _NO = {"no", "n", "false", "0", "", "opt-out", "opted-out"}
 _STANDARD = ("id", "first_name", "last_name", "email", "phone", "timezone", "locale", "tags")
 _EVENT_STANDARD = ("id", "customer_id", "type", "time")
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def _is_utf8(path: Path) -> bool:
+    """Whether a whole file is valid UTF-8, read in chunks (fast; decides the careful path)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except (UnicodeDecodeError, OSError):
+        return False
+    return True
 
 
 def _row_parser(columns: list[int | None], extra: list[tuple[str, int]]):
@@ -69,6 +87,7 @@ class CSVSource(Source):
     def __init__(self, settings: Mapping[str, Any], root: Path, timezone: str) -> None:
         super().__init__(settings, root, timezone)
         self._zones: dict[str, bool] = {}
+        self._clean: dict[str, bool] = {}
         self._tz = ZoneInfo(timezone) if timezone else ZoneInfo("UTC")
 
     # ------------------------------------------------------------------ helpers
@@ -76,7 +95,31 @@ class CSVSource(Source):
         path = Path(self.config[key])
         # Problems name the file as the user wrote it: relative to the project when inside it.
         shown = path.relative_to(self.root) if path.is_relative_to(self.root) else path
-        return shown, path.open(newline="", encoding="utf-8-sig")
+        # Bytes that are not UTF-8 become lone surrogates, so one bad row is reported and skipped
+        # instead of ending the run; _records checks rows for them only when the file has any.
+        self._clean[key] = _is_utf8(path)
+        return shown, path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+    def _records(self, key: str, reader, shown: str, report: Report) -> Iterator[tuple[int, list[str]]]:
+        """(line where the record starts, cells) for each readable record after the header.
+
+        A record csv cannot read (a field over its size limit) or that holds bytes that are not
+        UTF-8 is reported with its line and skipped; the rest go on.
+        """
+        clean = self._clean.get(key, True)
+        while True:
+            line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                report(RowProblem(shown, line, f"unreadable row: {exc}"))
+                continue
+            if not clean and any(_NOT_UTF8.search(cell) for cell in row):
+                report(RowProblem(shown, line, "the row is not valid UTF-8 text"))
+                continue
+            yield line, row
 
     def _header(self, key: str) -> list[str] | None:
         if not self.config.get(key):
@@ -118,7 +161,7 @@ class CSVSource(Source):
             try:
                 ZoneInfo(name)
                 known = True
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder: OSError
                 known = False
             self._zones[name] = known
         return known
@@ -149,7 +192,7 @@ class CSVSource(Source):
             consent_of: dict[tuple[str, ...], frozenset[str] | str] = {}
             tags_of: dict[str, tuple[str, ...]] = {}
             shown = str(path)
-            for line, row in enumerate(reader, start=2):
+            for line, row in self._records("customers", reader, shown, report):
                 if len(row) != width:
                     if not row or (len(row) == 1 and not row[0].strip()):
                         continue
@@ -213,7 +256,7 @@ class CSVSource(Source):
             tz = self._tz
             parse_time = datetime.fromisoformat
             shown = str(path)
-            for line, row in enumerate(reader, start=2):
+            for line, row in self._records("events", reader, shown, report):
                 if len(row) != width:
                     if not row or (len(row) == 1 and not row[0].strip()):
                         continue
