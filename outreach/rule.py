@@ -98,7 +98,8 @@ class Rule:
 
     def __init__(self, campaign: str, params: Mapping[str, Any]) -> None:
         self.campaign = campaign
-        self.params = dict(params)
+        #: The campaign's validated ``[params]`` (``params`` on the class declares what is accepted).
+        self.config: dict[str, Any] = dict(params)
 
     def check(self) -> list[tuple[str, str]]:
         """Problems across parameters, as (key under ``params``, message)."""

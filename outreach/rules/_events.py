@@ -20,21 +20,21 @@ class EventRule(Rule):
     types_param = "event"
 
     def _types(self) -> frozenset[str]:
-        return frozenset(self.params[self.types_param])
+        return frozenset(self.config[self.types_param])
 
     def _delay(self) -> timedelta:
-        return self.params.get("delay") or timedelta(0)
+        return self.config.get("delay") or timedelta(0)
 
     def event_needs(self, now: datetime) -> EventNeeds:
-        return EventNeeds(types=self._types(), since=now - self._delay() - self.params["within"])
+        return EventNeeds(types=self._types(), since=now - self._delay() - self.config["within"])
 
     def check(self) -> list[tuple[str, str]]:
-        if not self.params[self.types_param]:
+        if not self.config[self.types_param]:
             return [(self.types_param, "expected at least one event type")]
         return []
 
     def select(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
-        types, delay, window = self._types(), self._delay(), self.params["within"]
+        types, delay, window = self._types(), self._delay(), self.config["within"]
         for p in profiles:
             for event in p.events:
                 if event.type not in types:

@@ -48,7 +48,7 @@ class Birthday(Rule):
     }
 
     def select(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
-        attribute = self.params["attribute"]
+        attribute = self.config["attribute"]
         # A million customers have a few thousand distinct birthdays and a few time zones: each is
         # parsed (or converted) once. The local clock depends only on the customer's zone name.
         parsed_of = self.__dict__.setdefault("_parsed", {})
@@ -75,7 +75,7 @@ class Birthday(Rule):
             if (today.month, today.day) != (month, day):
                 continue
             age = today.year - year if year else None
-            send_at = datetime.combine(today, self.params["at"], tzinfo=local.tzinfo)
+            send_at = datetime.combine(today, self.config["at"], tzinfo=local.tzinfo)
             yield Candidate(f"{self.campaign}:{p.customer.id}:{today.year}", p.customer, {"age": age},
                             not_before=send_at if send_at > ctx.now else None)
 

@@ -48,31 +48,31 @@ class Reminder(Rule):
     }
 
     def check(self) -> list[tuple[str, str]]:
-        inactive, before = self.params.get("inactive_for"), self.params.get("before")
+        inactive, before = self.config.get("inactive_for"), self.config.get("before")
         if (inactive is None) == (before is None):
             return [("inactive_for", "set either inactive_for (a win-back) or before (a date "
                                      "attribute), not both and not neither")]
-        if before is not None and self.params.get("repeat_after") is not None:
+        if before is not None and self.config.get("repeat_after") is not None:
             return [("repeat_after", "applies to inactive_for reminders only")]
-        if self.params["max_times"] > 1 and self.params.get("repeat_after") is None and inactive:
+        if self.config["max_times"] > 1 and self.config.get("repeat_after") is None and inactive:
             return [("repeat_after", "is needed when max_times is more than 1")]
         return []
 
     def event_needs(self, now: datetime) -> EventNeeds | None:
-        if self.params.get("inactive_for") is None:
+        if self.config.get("inactive_for") is None:
             return None
-        return EventNeeds(latest=frozenset(self.params["activity"]))
+        return EventNeeds(latest=frozenset(self.config["activity"]))
 
     def select(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
-        if self.params.get("before"):
+        if self.config.get("before"):
             yield from self._before(profiles, ctx)
         else:
             yield from self._inactive(profiles, ctx)
 
     def _inactive(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
-        quiet, every, most = (self.params["inactive_for"], self.params.get("repeat_after"),
-                              self.params["max_times"])
-        activity, now, history = self.params["activity"], ctx.now, ctx.history
+        quiet, every, most = (self.config["inactive_for"], self.config.get("repeat_after"),
+                              self.config["max_times"])
+        activity, now, history = self.config["activity"], ctx.now, ctx.history
         for p in profiles:
             if not p.latest:
                 continue  # never active: nothing to win back
@@ -96,7 +96,7 @@ class Reminder(Rule):
             })
 
     def _before(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
-        attribute, lead = self.params["before"], self.params["lead"]
+        attribute, lead = self.config["before"], self.config["lead"]
         for p in profiles:
             when = parse_date(p.customer.attributes.get(attribute))
             if when is None:
@@ -107,11 +107,11 @@ class Reminder(Rule):
                                 {"date": when.isoformat(), "days_left": (when - today).days})
 
     def sample_variables(self, now: datetime, sample: Mapping[str, Any]) -> dict[str, Any]:
-        if self.params.get("before"):
-            return {"date": (now + self.params["lead"]).date().isoformat(),
-                    "days_left": self.params["lead"].days}
-        last = now - self.params["inactive_for"]
-        return {"last_activity": last.isoformat(), "days_inactive": self.params["inactive_for"].days,
+        if self.config.get("before"):
+            return {"date": (now + self.config["lead"]).date().isoformat(),
+                    "days_left": self.config["lead"].days}
+        last = now - self.config["inactive_for"]
+        return {"last_activity": last.isoformat(), "days_inactive": self.config["inactive_for"].days,
                 "reminder_number": 1}
 
 
