@@ -115,6 +115,15 @@ def _print_report(report: RunReport) -> None:
         err.print(f"campaign left out: {problem}", markup=False)
 
 
+def _finish(report: RunReport, as_json: bool) -> None:
+    """Print a run's report and exit with the code cron acts on."""
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        _print_report(report)
+    sys.exit(EXIT_OK if report.ok else EXIT_MESSAGES_FAILED)
+
+
 @cli.command()
 @click.option("--now", "now_text", metavar="ISO-TIME", help="Decide everything as if it were this instant.")
 @click.option("--dry-run", is_flag=True, help="Decide, but write and send nothing.")
@@ -136,11 +145,7 @@ def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[
     finally:
         stop()
         ledger.close()
-    if as_json:
-        _emit_json(report.as_dict())
-    else:
-        _print_report(report)
-    sys.exit(EXIT_OK if report.ok else EXIT_MESSAGES_FAILED)
+    _finish(report, as_json)
 
 
 @cli.command()
@@ -194,11 +199,7 @@ def dispatch(state: _State, now_text: str | None, campaigns: Sequence[str], limi
         Dispatcher(project, state.plugins, ledger, now, report, campaigns=campaigns).run(limit)
     finally:
         ledger.close()
-    if as_json:
-        _emit_json(report.as_dict())
-    else:
-        _print_report(report)
-    sys.exit(EXIT_OK if report.ok else EXIT_MESSAGES_FAILED)
+    _finish(report, as_json)
 
 
 # ---------------------------------------------------------------------------------------- validate

@@ -55,3 +55,12 @@ def count_segments(text: str) -> SegmentCount:
         return SegmentCount("GSM-7", sum(gsm), _pack(gsm, GSM7_SINGLE, GSM7_MULTI))
     ucs = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
     return SegmentCount("UCS-2", sum(ucs), _pack(ucs, UCS2_SINGLE, UCS2_MULTI))
+
+
+def segment_problems(body: str, max_segments: int | None) -> list[str]:
+    """A channel's ``check_rendered`` for a ``max_segments`` campaign option: the problem, if any."""
+    count = count_segments(body)
+    if max_segments and count.segments > max_segments:
+        return [f"the text takes {count.segments} {count.encoding} segments, more than "
+                f"max_segments = {max_segments}"]
+    return []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outreach.sms import count_segments
+from outreach.sms import count_segments, segment_problems
 
 
 def test_gsm7_boundaries():
@@ -53,3 +53,10 @@ def test_any_text_fits_its_segments(text):
     single, multi = (160, 153) if c.encoding == "GSM-7" else (70, 67)
     assert c.units <= (single if c.segments == 1 else c.segments * multi)
     assert c.segments == 1 or c.units > single
+
+
+def test_segment_problems_names_the_count_and_the_limit():
+    assert segment_problems("a" * 160, 1) == []
+    assert segment_problems("ա" * 71, 1) == [
+        "the text takes 2 UCS-2 segments, more than max_segments = 1"]
+    assert segment_problems("ա" * 71, None) == []

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 from outreach import hookimpl
 from outreach.channel import Channel, Delivery, OutgoingMessage, PermanentError, TemplateField
 from outreach.settings import Setting
-from outreach.sms import count_segments
+from outreach.sms import count_segments, segment_problems
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -88,12 +88,7 @@ class OutboxSMS(_Outbox):
     campaign_options = {"max_segments": Setting("int", minimum=1, help="longest message allowed")}
 
     def check_rendered(self, content: Mapping[str, str], options: Mapping[str, Any]) -> list[str]:
-        count = count_segments(content.get("body", ""))
-        limit = options.get("max_segments")
-        if limit and count.segments > limit:
-            return [f"the text takes {count.segments} {count.encoding} segments, more than "
-                    f"max_segments = {limit}"]
-        return []
+        return segment_problems(content.get("body", ""), options.get("max_segments"))
 
     def _document(self, message: OutgoingMessage) -> dict[str, Any]:
         doc = super()._document(message)
