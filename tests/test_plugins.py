@@ -246,7 +246,10 @@ def test_observer_and_context_hooks(sqlite_project, observed):
     from outreach.cli import cli as group
 
     plugins.pm.hook.outreach_register_commands(cli=group)
-    assert CliRunner().invoke(group, ["hello-test"]).output == "hi\n"
+    try:
+        assert CliRunner().invoke(group, ["hello-test"]).output == "hi\n"
+    finally:
+        group.commands.pop("hello-test", None)  # the CLI group is shared by every test
 
 
 def test_a_decide_plugin_can_defer_and_veto(sqlite_project):
