@@ -38,7 +38,7 @@ from outreach.channel import (
     UnknownOutcomeError,
 )
 from outreach.settings import Secret, Setting
-from outreach.sms import count_segments
+from outreach.sms import count_segments, segment_problems
 
 _log = logging.getLogger("outreach_twilio")
 
@@ -279,12 +279,7 @@ class TwilioSMS(Channel):
     # -- campaign checks ----------------------------------------------------------------------
 
     def check_rendered(self, content: Mapping[str, str], options: Mapping[str, Any]) -> list[str]:
-        count = count_segments(content.get("body", ""))
-        limit = options.get("max_segments")
-        if limit and count.segments > limit:
-            return [f"the text takes {count.segments} {count.encoding} segments, more than "
-                    f"max_segments = {limit}"]
-        return []
+        return segment_problems(content.get("body", ""), options.get("max_segments"))
 
     # -- sending ------------------------------------------------------------------------------
 
