@@ -484,8 +484,10 @@ class Ledger:
         this owner may send.
 
         A message whose claim expired may already have been recovered and claimed by another
-        process: it is not marked, not returned, and must not be sent from here. The claims of
-        the returned ones are renewed for ``ttl`` seconds, for the calls about to be made.
+        process: its owner is no longer this one, so it is not marked, not returned, and must not
+        be sent from here. One that expired but was not taken over is still this owner's (recovery
+        clears the owner in the same statement that takes it back), so it is marked and its claim
+        renewed, like the rest, for ``ttl`` seconds, for the calls about to be made.
         """
         t = wall_clock()
         values: dict[str, Any] = {"handed_at": t, "updated_at": t}
@@ -496,8 +498,7 @@ class Ledger:
             for part in _chunks(list(ids)):
                 marked.update(conn.execute(
                     update(messages).where(messages.c.id.in_(part), messages.c.claim_owner == owner,
-                                           messages.c.state == "sending",
-                                           messages.c.claim_expires >= t)
+                                           messages.c.state == "sending")
                     .values(**values).returning(messages.c.id)).scalars())
         return marked
 
