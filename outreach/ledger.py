@@ -399,13 +399,6 @@ class Ledger:
                     written += conn.exec_driver_sql(sql, [pick(r) + extra for r in same]).rowcount
         return written
 
-    @staticmethod
-    def _keys_in(conn, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for part in _chunks(list(keys)):
-            found.update(conn.execute(select(messages.c.key).where(messages.c.key.in_(part))).scalars())
-        return found
-
     def record_skips(self, rows: Sequence[dict[str, Any]]) -> None:
         """Record refused candidates with their reason (the latest decision per key is kept)."""
         if not rows:

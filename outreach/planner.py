@@ -17,7 +17,7 @@ from outreach import caps as caps_mod
 from outreach import templates
 from outreach.audience import Customer, Event, Profile, RowProblem
 from outreach.config import Campaign, Project
-from outreach.decision import ChannelInfo, Choice, DecisionContext, Defer, Refusal
+from outreach.decision import ChannelInfo, Choice, DecisionContext, Refusal
 from outreach.ledger import Ledger, epoch
 from outreach.plugins import Plugins
 from outreach.policy.addresses import normalize, raw_address
@@ -48,53 +48,6 @@ class PlanRow:
         return {"campaign": self.campaign, "customer": self.customer, "key": self.key,
                 "channel": self.channel, "decision": self.decision, "reason": self.reason,
                 "not_before": self.not_before}
-
-
-class _Chain:
-    """One policy hook's implementations, called in pluggy's order without pluggy's generic dispatch.
-
-    ``pluggy`` spends a few microseconds per hook call on bookkeeping; asked twice per candidate,
-    that is most of the policy chain's cost at a million customers. When no implementation is a
-    wrapper, calling them directly in the order pluggy would (last registered first, tryfirst and
-    trylast respected, each with only the arguments it declares) gives exactly pluggy's answers.
-    With a wrapper the hook itself is called.
-    """
-
-    def __init__(self, hook, argnames: tuple[str, ...]) -> None:
-        self.hook = hook
-        self.argnames = argnames
-        impls = hook.get_hookimpls()
-        self.direct = not any(getattr(i, "hookwrapper", False) or getattr(i, "wrapper", False)
-                              for i in impls)
-        self.calls = []
-        for impl in reversed(impls):
-            names = tuple(impl.argnames)
-            if names == argnames:
-                self.calls.append(impl.function)
-            else:
-                idx = [argnames.index(n) for n in names]
-                self.calls.append(lambda *a, _f=impl.function, _i=idx: _f(*[a[i] for i in _i]))
-
-    def first(self, *args):
-        """The first non-None answer (a ``firstresult`` hook)."""
-        if not self.direct:
-            return self.hook(**dict(zip(self.argnames, args)))
-        for call in self.calls:
-            res = call(*args)
-            if res is not None:
-                return res
-        return None
-
-    def all(self, *args) -> list:
-        """Every non-None answer, in call order."""
-        if not self.direct:
-            return self.hook(**dict(zip(self.argnames, args)))
-        out = []
-        for call in self.calls:
-            res = call(*args)
-            if res is not None:
-                out.append(res)
-        return out
 
 
 @dataclass(slots=True)
@@ -130,9 +83,6 @@ class Planner:
             for name, cfg in project.channels.items()
         }
         self._versions: dict[str, int] = {}
-        hook = plugins.pm.hook
-        self._check = _Chain(hook.outreach_check_channel, ("candidate", "channel", "ctx"))
-        self._decide_hook = _Chain(hook.outreach_decide, ("candidate", "choice", "ctx"))
         #: The whole suppression list when it is small (read once per run instead of per batch).
         self._suppressed_all: dict[tuple[str, str], str] | None = None
         self._suppressions_small = False
@@ -373,7 +323,7 @@ class Planner:
     def _decide(self, campaign: Campaign, cand: Candidate, ctx: DecisionContext):
         """The policy chain for one candidate: an _Accepted, or (outcome, channel, reason)."""
         refusals: list[tuple[str, Refusal]] = []
-        check = self._check.first
+        check, decide = self.plugins.check_channel, self.plugins.decide
         for ch in campaign.channels:
             info = self.channel_info[ch]
             refusal = check(cand, info, ctx)
@@ -384,17 +334,12 @@ class Planner:
             address, _ = normalize(kind, cand.customer.email if kind == "email" else cand.customer.phone)
             now = self.now
             send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
-            answers = self._decide_hook.all(cand, Choice(info, address, send_at), ctx)
+            verdict = decide(cand, Choice(info, address, send_at), ctx)
+            if isinstance(verdict, Refusal):
+                return verdict.outcome, ch, verdict.reason
             reason = ""
-            if answers:
-                # As Plugins.decide: any refusal wins, else the latest deferral.
-                verdict = next((v for v in answers if isinstance(v, Refusal)), None)
-                if verdict is not None:
-                    return verdict.outcome, ch, verdict.reason
-                defers = [v for v in answers if isinstance(v, Defer)]
-                if defers:
-                    latest = max(defers, key=lambda d: d.until)
-                    send_at, reason = max(send_at, latest.until), latest.reason
+            if verdict is not None:
+                send_at, reason = max(send_at, verdict.until), verdict.reason
             return _Accepted(campaign, cand, ch, address, send_at, reason)
         first = refusals[0][1]
         if len(refusals) == 1:
