@@ -2,10 +2,18 @@
 
 Messages are claimed atomically (queued → sending, with an owner and an expiry), rendered from the
 stored campaign version, grouped into the channel's batches and sent with bounded concurrency and a
-per-channel rate limit. Batches go out in waves of ``concurrency``: each wave is recorded as handed
-over in one statement just before its calls are made, and its outcomes are written in one
-statement after. A crash therefore leaves at most one wave per channel whose fate is unknown, and
-those messages are marked ``unknown``, never silently resent.
+per-channel rate limit, on one asyncio event loop: a channel with an asyncio SDK
+(:meth:`~outreach.channel.Channel.send_async`) is awaited directly, a blocking one runs in a pool of
+``concurrency`` threads.
+
+Sending is a pipeline, not a series of waves: as soon as calls finish, the freed slots take the
+next batches, so one slow answer or one retry waiting out a Retry-After holds its own slot and
+nobody else's. Batches are recorded as handed over (``handed_at``) in one statement per group just
+before their calls are made, and outcomes are written in one statement per group as they come back
+(at least every :data:`SETTLE_EVERY` seconds). A crash therefore leaves at most the calls in flight
+(``concurrency`` batches per channel) and the last moment's answers whose fate is unknown, and
+those messages are marked ``unknown``, never silently resent. The next chunk of the outbox is
+claimed while the last one is still being sent, so the pipeline does not drain between chunks.
 
 Retries: a :class:`~outreach.channel.TransientError` is retried in-process by tenacity (exponential
 backoff with jitter, or the provider's Retry-After) a few times; after that the message is deferred
@@ -16,17 +24,20 @@ recorded as ``unknown``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from tenacity import (
-    RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter,
+    AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt,
+    wait_exponential_jitter,
 )
 
 from outreach.channel import (
@@ -42,38 +53,47 @@ from outreach.report import RunReport
 CLAIM_CHUNK = 1000
 #: At most this many messages are claimed at once, however wide a channel's waves are.
 MAX_CLAIM = 10_000
+#: Outcomes are written at least this often (seconds) while calls are in flight, and at once when
+#: this many are waiting: few statements, and little to mark unknown after a crash.
+SETTLE_EVERY = 0.1
+SETTLE_BATCH = 2000
 
 
 class RateLimiter:
-    """Spaces calls evenly so that at most ``rate`` messages a second leave, from any thread.
+    """Spaces sends evenly so that at most ``rate`` messages a second leave.
 
     Even spacing (rather than a burst then a pause) is what keeps a provider from answering 429.
-    A slot missed while the caller was busy elsewhere (settling a wave) may be used up to ``slack``
-    seconds late, so the pauses between waves do not pull the rate under what is configured: at
-    most ``rate × slack`` messages (5 at 100/s) ever leave closer together than the even spacing.
+    A slot missed while the loop was busy elsewhere (writing outcomes) may be used up to ``slack``
+    seconds late, so short pauses do not pull the rate under what is configured: at most
+    ``rate × slack`` messages (5 at 100/s) ever leave closer together than the even spacing.
+    Used from one event loop (no lock needed): :meth:`delay` reserves the slots and says how long
+    to wait for them.
     """
 
     def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, slack: float = 0.05) -> None:
+                 slack: float = 0.05) -> None:
         self.rate = rate
         self.slack = slack
-        self._clock, self._sleep = clock, sleep
+        self._clock = clock
         self._next = 0.0
-        self._lock = threading.Lock()
 
-    def acquire(self, n: int = 1) -> None:
-        """Wait until ``n`` more messages may leave."""
+    def delay(self, n: int = 1) -> float:
+        """Reserve the next ``n`` slots; seconds until the first of them (0 when it is now)."""
         if not self.rate:
-            return
-        with self._lock:
-            now = self._clock()
-            start = max(now - self.slack, self._next)
-            self._next = start + n / self.rate
-        if start > now:
-            self._sleep(start - now)
+            return 0.0
+        now = self._clock()
+        start = max(now - self.slack, self._next)
+        self._next = start + n / self.rate
+        return max(0.0, start - now)
+
+    async def acquire(self, n: int = 1) -> None:
+        """Wait until ``n`` more messages may leave."""
+        wait = self.delay(n)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Work:
     message: OutgoingMessage
     claimed: Claimed
@@ -89,6 +109,26 @@ class _Outcome:
     #: The report column when it is not the state (a message stopped by a late suppression is
     #: failed in the ledger but reported as suppressed: policy working, not a failure).
     counted_as: str | None = None
+
+
+@dataclass
+class _Lane:
+    """One channel's side of the pipeline: batches waiting, and how many calls are in flight."""
+
+    name: str
+    channel: Channel
+    concurrency: int
+    limiter: RateLimiter
+    pool: ThreadPoolExecutor | None
+    pending: deque = field(default_factory=deque)
+    queued: int = 0
+    in_flight: int = 0
+
+    @property
+    def group(self) -> int:
+        """Free slots worth filling at once: handing batches over one by one would cost one
+        ledger statement per message at full speed; a quarter of the window keeps it full."""
+        return max(1, self.concurrency // 4)
 
 
 class Dispatcher:
@@ -108,47 +148,137 @@ class Dispatcher:
         self.retry: RetryPolicy = project.retry
         self._ttl = int(project.claim_ttl.total_seconds())
         self._channels: dict[str, Channel] = {}
-        self._limiters = {name: RateLimiter(cfg.rate_limit) for name, cfg in project.channels.items()}
-        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._done = 0
 
     # ------------------------------------------------------------------ main loop
     def run(self, limit: int | None = None) -> None:
-        """Recover abandoned claims, then send until nothing due is left (or ``limit`` messages)."""
+        """Recover abandoned claims, then send until nothing due is left (or ``limit`` messages).
+
+        Blocking. Called from a thread that already runs an event loop (an async application, a
+        notebook), the pipeline gets a thread and a loop of its own.
+        """
         self.report.recovered = self.ledger.recover()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self._run(limit))
+            return
+        failure: list[BaseException] = []
+
+        def own_loop() -> None:
+            try:
+                asyncio.run(self._run(limit))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=own_loop, name="outreach-dispatch")
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    def _claim_size(self) -> int:
         ttl = self._ttl
-        configured = list(self.project.channels)
-        # A claim feeds at least one full wave of every channel (concurrency × batch size: four
+        # A claim feeds at least one full window of every channel (concurrency × batch size: four
         # SendGrid requests of 1000 recipients each go out together, not one after the other).
         size = max([CLAIM_CHUNK] + [min(MAX_CLAIM, cfg.concurrency * max(1, cfg.cls.batch_size))
                                     for cfg in self.project.channels.values()])
         # Claim no more than a rate-limited channel can send in half a claim's lifetime, so claims
-        # do not expire while their messages wait their turn.
+        # do not expire while their messages wait their turn (the next chunk is claimed when half
+        # of this one is left: at most three quarters of a lifetime's worth is ever waiting).
         for cfg in self.project.channels.values():
             if cfg.rate_limit:
                 size = min(size, max(1, int(cfg.rate_limit * ttl / 2)))
+        return size
+
+    async def _run(self, limit: int | None) -> None:
         try:
-            while limit is None or self._done < limit:
-                chunk = size if limit is None else min(size, limit - self._done)
-                claimed = self.ledger.claim(self.owner, chunk, epoch(self.now), ttl,
-                                            self.campaigns, configured)
-                if not claimed:
-                    break
-                self._deliver(claimed)
+            await self._pump(self._claim_size(), limit)
         finally:
-            for pool in self._pools.values():
-                pool.shutdown(wait=True)
+            for lane in self._lanes.values():
+                if lane.pool is not None:
+                    lane.pool.shutdown(wait=True)
+            for channel in self._channels.values():
+                if channel.is_async:
+                    await channel.aclose()
             for channel in self._channels.values():
                 channel.close()
 
-    def _channel(self, name: str) -> Channel:
-        if name not in self._channels:
-            self._channels[name] = self.project.channels[name].create()
-        return self._channels[name]
+    async def _pump(self, size: int, limit: int | None) -> None:
+        """Claim, hand over, send and settle until the outbox has nothing due (or ``limit``)."""
+        configured = list(self.project.channels)
+        tasks: dict[asyncio.Task, _Lane] = {}
+        finished: list[_Outcome] = []
+        claimed_count = 0
+        exhausted = False
+        last_settle = time.monotonic()
+        while True:
+            waiting = sum(lane.queued for lane in self._lanes.values())
+            if not exhausted and waiting <= size // 2:
+                chunk = size if limit is None else min(size, limit - claimed_count)
+                claimed = (self.ledger.claim(self.owner, chunk, epoch(self.now), self._ttl,
+                                             self.campaigns, configured) if chunk > 0 else [])
+                if claimed:
+                    claimed_count += len(claimed)
+                    finished.extend(self._prepare(claimed))
+                else:
+                    exhausted = True
+            for lane in self._lanes.values():
+                self._launch(lane, tasks)
+            if not tasks:
+                if finished:
+                    self._settle(finished)
+                    finished = []
+                if exhausted and not any(lane.pending for lane in self._lanes.values()):
+                    break
+                continue
+            done, _ = await asyncio.wait(tasks, timeout=SETTLE_EVERY,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                tasks.pop(task).in_flight -= 1
+                finished.extend(task.result())
+            now = time.monotonic()
+            if finished and (not tasks or len(finished) >= SETTLE_BATCH
+                             or now - last_settle >= SETTLE_EVERY):
+                self._settle(finished)
+                finished = []
+                last_settle = now
+        self._settle(finished)
 
-    def _deliver(self, claimed: list[Claimed]) -> None:
+    def _launch(self, lane: _Lane, tasks: dict[asyncio.Task, _Lane]) -> None:
+        """Hand the lane's next batches over and start their calls, while it has free slots."""
+        free = lane.concurrency - lane.in_flight
+        if not lane.pending or free <= 0:
+            return
+        if free < lane.group and lane.in_flight and len(lane.pending) > free:
+            return  # wait for a few more slots: one statement for several batches
+        group = [lane.pending.popleft() for _ in range(min(free, len(lane.pending)))]
+        lane.queued -= sum(len(b) for b in group)
+        mine = self.ledger.mark_handed([w.claimed.id for b in group for w in b], self.owner,
+                                       self._ttl)
+        # A message whose claim expired meanwhile may belong to another dispatcher now.
+        for batch in group:
+            kept = [w for w in batch if w.claimed.id in mine]
+            if kept:
+                lane.in_flight += 1
+                tasks[asyncio.ensure_future(self._send_batch(lane, kept))] = lane
+
+    def _lane(self, name: str) -> _Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            cfg = self.project.channels[name]
+            channel = self._channels[name] = cfg.create()
+            pool = None if channel.is_async else ThreadPoolExecutor(
+                cfg.concurrency, thread_name_prefix=f"outreach-{name}")
+            lane = self._lanes[name] = _Lane(name, channel, cfg.concurrency,
+                                             RateLimiter(cfg.rate_limit), pool)
+        return lane
+
+    def _prepare(self, claimed: list[Claimed]) -> list[_Outcome]:
+        """Render claimed rows into the lanes' batches; the outcomes of rows that cannot go."""
         outcomes: list[_Outcome] = []
-        by_channel: dict[str, list[_Work]] = {}
+        works: dict[str, list[_Work]] = {}
         # A STOP reply or a bounce may have come in since the message was planned (a deferral
         # through the night, a retry): the suppression list is read again just before sending.
         kinds = {name: cfg.cls.address for name, cfg in self.project.channels.items()}
@@ -173,11 +303,19 @@ class Dispatcher:
                                          fields={"error": f"cannot render: {exc}",
                                                  "attempts": row.attempts + 1}))
                 continue
-            message = self._message(row, content, options)
-            by_channel.setdefault(row.channel, []).append(_Work(message, row))
-        self._settle(outcomes)
-        for name, works in by_channel.items():
-            self._send_channel(name, works)
+            works.setdefault(row.channel, []).append(_Work(self._message(row, content, options),
+                                                         row))
+        for name, mine in works.items():
+            lane = self._lane(name)
+            groups: dict[Any, list[_Work]] = {}
+            for w in mine:
+                groups.setdefault(lane.channel.batch_key(w.message), []).append(w)
+            size = max(1, lane.channel.batch_size)
+            for ws in groups.values():
+                for i in range(0, len(ws), size):
+                    lane.pending.append(ws[i:i + size])
+            lane.queued += len(mine)
+        return outcomes
 
     @staticmethod
     def _message(row: Claimed, content: dict[str, str], options: dict[str, Any]) -> OutgoingMessage:
@@ -186,32 +324,8 @@ class Dispatcher:
             customer_id=row.customer_id, address=row.address, name=row.name,
             locale=row.locale, content=content, options=options, variables=row.variables)
 
-    def _send_channel(self, name: str, works: list[_Work]) -> None:
-        channel = self._channel(name)
-        cfg = self.project.channels[name]
-        groups: dict[Any, list[_Work]] = {}
-        for w in works:
-            groups.setdefault(channel.batch_key(w.message), []).append(w)
-        size = max(1, channel.batch_size)
-        batches = [ws[i:i + size] for ws in groups.values() for i in range(0, len(ws), size)]
-        pool = self._pools.get(name)
-        if pool is None:
-            pool = self._pools[name] = ThreadPoolExecutor(cfg.concurrency,
-                                                          thread_name_prefix=f"outreach-{name}")
-        wave = cfg.concurrency
-        for i in range(0, len(batches), wave):
-            group = batches[i:i + wave]
-            mine = self.ledger.mark_handed([w.claimed.id for b in group for w in b], self.owner,
-                                           self._ttl)
-            # A message whose claim expired meanwhile may belong to another dispatcher now.
-            group = [kept for kept in ([w for w in b if w.claimed.id in mine] for b in group) if kept]
-            futures = [pool.submit(self._send_batch, channel, name, b) for b in group]
-            outcomes = [o for f in futures for o in f.result()]
-            self._settle(outcomes)
-
     # ------------------------------------------------------------------ one batch, with retries
-    def _send_batch(self, channel: Channel, name: str, batch: list[_Work]) -> list[_Outcome]:
-        limiter = self._limiters[name]
+    async def _send_batch(self, lane: _Lane, batch: list[_Work]) -> list[_Outcome]:
         max_wait = self.retry.max_wait.total_seconds()
 
         def stop(state: RetryCallState) -> bool:
@@ -228,30 +342,36 @@ class Dispatcher:
             return backoff(state)
 
         messages = [w.message for w in batch]
+        channel = lane.channel
         try:
-            for attempt in Retrying(stop=stop, wait=wait, reraise=True,
-                                    retry=retry_if_exception_type(TransientError)):
+            async for attempt in AsyncRetrying(stop=stop, wait=wait, reraise=True,
+                                               retry=retry_if_exception_type(TransientError)):
                 with attempt:
-                    limiter.acquire(len(messages))
-                    deliveries = channel.send(messages)
+                    await lane.limiter.acquire(len(messages))
+                    if lane.pool is None:
+                        deliveries = await channel.send_async(messages)
+                    else:
+                        deliveries = await asyncio.get_running_loop().run_in_executor(
+                            lane.pool, channel.send, messages)
         except ChannelError as exc:
             return [self._failure(w, exc) for w in batch]
         except Exception as exc:  # noqa: BLE001 - a plugin bug: the call may have gone out
-            err = UnknownOutcomeError(f"unexpected error in channel {name!r}: "
+            err = UnknownOutcomeError(f"unexpected error in channel {lane.name!r}: "
                                       f"{type(exc).__name__}: {exc}")
             return [self._failure(w, err) for w in batch]
         by_key = {d.key: d for d in deliveries}
         out = []
+        sent_at = wall_clock()
         for w in batch:
             d = by_key.get(w.message.key)
             if d is None:
                 out.append(self._failure(w, UnknownOutcomeError(
-                    f"channel {name!r} returned no result for this message")))
+                    f"channel {lane.name!r} returned no result for this message")))
             elif d.error is not None:
                 out.append(self._failure(w, d.error))
             else:
                 out.append(_Outcome(w, "sent", delivery=d, fields={
-                    "provider_id": d.provider_id, "segments": d.segments, "sent_at": wall_clock(),
+                    "provider_id": d.provider_id, "segments": d.segments, "sent_at": sent_at,
                     "error": None, "attempts": w.claimed.attempts + 1}))
         return out
 

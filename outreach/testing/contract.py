@@ -17,6 +17,7 @@ Every check runs even when an earlier one fails, and one AssertionError lists ev
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -262,6 +263,20 @@ def check_channel(
                 answers = list(pool.map(lambda m: ch.send([m]), msgs))
             _check_deliveries([d for a in answers for d in a], msgs)
 
+        def concurrent_async() -> None:
+            # As the dispatcher calls it: many calls in flight on one loop, then aclose() on it.
+            ch = channel_at(provider.url)
+            msgs = make(8)
+
+            async def all_at_once() -> list[Sequence[Delivery]]:
+                try:
+                    return await asyncio.gather(*(ch.send_async([m]) for m in msgs))
+                finally:
+                    await ch.aclose()
+
+            answers = asyncio.run(all_at_once())
+            _check_deliveries([d for a in answers for d in a], msgs)
+
         def on_429() -> None:
             provider.fail_next(status=429, headers={"Retry-After": "7"},
                                body=provider.error_body(429, "too many requests"))
@@ -298,6 +313,8 @@ def check_channel(
         check("send one", send_one)
         check("send batch", send_batch)
         check("concurrent sends", concurrent)
+        if channel_cls.send_async is not Channel.send_async:
+            check("concurrent sends on one event loop", concurrent_async)
         check("429 -> transient with retry_after", on_429)
         check("503 -> transient", on_503)
         check("400 -> permanent", on_400)
@@ -355,7 +372,8 @@ def _check_class(cls: type[Channel]) -> None:
             assert isinstance(value, want), f"{kind}[{key!r}] is not a {want.__name__}"
     clash = set(cls.settings) & set(Channel.CORE_SETTINGS)
     assert not clash, f"settings redeclare core settings: {', '.join(sorted(clash))}"
-    assert cls.send is not Channel.send, "send() is not implemented"
+    assert cls.send is not Channel.send or cls.send_async is not Channel.send_async, (
+        "neither send() nor send_async() is implemented")
 
 
 def _check_entry_point(cls: type[Channel]) -> None:
