@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import aiohttp
 import pytest
-import requests
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    MaxRetryError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-)
+from aiohttp.client_reqrep import ConnectionKey
 
 from outreach.channel import PermanentError, TransientError, UnknownOutcomeError
 from outreach.testing import closed_port_url
@@ -183,28 +177,26 @@ def test_twilio_edge_and_region_do_not_escape_api_base(twilio, make_channel, sms
     assert delivery.provider_id == twilio.messages[0].sid
 
 
-def _wrapped(reason: BaseException) -> requests.ConnectionError:
-    """What requests raises when urllib3 gives up on a connection, as in production."""
-    return requests.ConnectionError(MaxRetryError(None, "/2010-04-01/Accounts/x/Messages.json",
-                                                  reason))
+#: Where aiohttp says it was connecting to when a connection fails, as in production.
+_KEY = ConnectionKey("api.twilio.com", 443, True, True, None, None, None, None)
 
 
 @pytest.mark.parametrize("exc, expected", [
-    (_wrapped(NewConnectionError(None, "Connection refused")), TransientError),
-    (_wrapped(NameResolutionError("api.twilio.com", None, OSError("no such host"))),
+    (aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Connection refused")),
      TransientError),
-    (requests.ConnectTimeout(_wrapped(ConnectTimeoutError(None, "connect timed out"))),
+    (aiohttp.ClientConnectorDNSError(_KEY, OSError(-2, "Name or service not known")),
      TransientError),
-    (requests.exceptions.SSLError(_wrapped(
-        urllib3.exceptions.SSLError(ssl.SSLCertVerificationError("certificate verify failed")))),
+    (aiohttp.ConnectionTimeoutError("Connection timeout to host https://api.twilio.com"),
      TransientError),
-    (requests.ReadTimeout("read timed out"), UnknownOutcomeError),
-    (requests.ConnectionError(ProtocolError("Connection aborted.",
-                                            ConnectionResetError(104, "reset by peer"))),
-     UnknownOutcomeError),
-    (requests.exceptions.InvalidURL("bad url"), PermanentError),
-], ids=["refused", "dns", "connect-timeout", "tls-certificate", "read-timeout", "reset-after-send",
-        "invalid-url"])
+    (aiohttp.ClientConnectorCertificateError(
+        _KEY, ssl.SSLCertVerificationError("certificate verify failed")), TransientError),
+    (aiohttp.SocketTimeoutError("Timeout on reading data from socket"), UnknownOutcomeError),
+    (asyncio.TimeoutError(), UnknownOutcomeError),
+    (aiohttp.ServerDisconnectedError(), UnknownOutcomeError),
+    (aiohttp.ClientOSError(104, "Connection reset by peer"), UnknownOutcomeError),
+    (aiohttp.InvalidUrlClientError("bad url"), PermanentError),
+], ids=["refused", "dns", "connect-timeout", "tls-certificate", "read-timeout", "timeout",
+        "disconnected-after-send", "reset-after-send", "invalid-url"])
 def test_network_failures_are_classified_by_whether_the_request_left(make_channel, exc, expected):
     error = make_channel()._classify_network(exc)
     assert type(error) is expected
