@@ -440,9 +440,9 @@ class Dispatcher:
                 kind = self.project.channels[row.channel].cls.address
                 self.ledger.suppress(kind, row.address, o.error.reason,
                                      f"{row.channel}" + (f":{o.error.code}" if o.error.code else ""))
-            if o.state == "sent":
+            if o.delivery is not None:
                 self.plugins.message_sent(o.work.message, o.delivery)
-            else:
+            elif o.error is not None:
                 self.plugins.message_failed(o.work.message, o.error, o.state)
         self._done += len(outcomes)
         if self.progress:
