@@ -309,8 +309,11 @@ class Ledger:
                 return conn.exec_driver_sql(stmt, named).all()
             if _sqlite_has_json(conn):
                 stmt = sql.replace("{IN}", "IN (SELECT value FROM json_each(:vals))")
-                return conn.exec_driver_sql(stmt, {"vals": json.dumps(list(values)), **(params or {})}
-                                            ).all()
+                # Straight through the sqlite3 connection: one SELECT is atomic on its own, and
+                # plain tuples save SQLAlchemy's Row per row (~1 µs; a million rows a large plan).
+                raw = conn.connection.driver_connection
+                return raw.execute(stmt, {"vals": json.dumps(list(values)), **(params or {})}
+                                   ).fetchall()
             for part in _chunks(list(values)):
                 stmt = sql.replace("{IN}", "IN (" + ", ".join(f":v{i}" for i in range(len(part))) + ")")
                 out += conn.exec_driver_sql(stmt, {**{f"v{i}": v for i, v in enumerate(part)},

@@ -8,9 +8,12 @@ batch (plus the events the due rules asked for), never the whole audience.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from outreach import caps as caps_mod
@@ -58,6 +61,24 @@ class _Accepted:
     address: str
     send_at: datetime
     defer_reason: str = ""
+    #: ``send_at`` in epoch seconds (set by caps allocation, for marketing sends).
+    at: int = 0
+
+
+def _priority_order(a: _Accepted) -> tuple[int, datetime, str]:
+    """The order caps allocate a customer's sends in: highest priority, earliest, then by key."""
+    return (-a.campaign.priority, a.send_at, a.candidate.key)
+
+
+def _regroup(found: list[tuple[Campaign, Candidate]]) -> list[tuple[Campaign, list[Candidate]]]:
+    """(campaign, candidate) pairs as runs of one campaign's candidates, order kept."""
+    groups: list[tuple[Campaign, list[Candidate]]] = []
+    for campaign, cand in found:
+        if groups and groups[-1][0] is campaign:
+            groups[-1][1].append(cand)
+        else:
+            groups.append((campaign, [cand]))
+    return groups
 
 
 class Planner:
@@ -86,6 +107,10 @@ class Planner:
         #: The whole suppression list when it is small (read once per run instead of per batch).
         self._suppressed_all: dict[tuple[str, str], str] | None = None
         self._suppressions_small = False
+        # The policy hooks' callers and the caps' precomputed form, made on first use.
+        self._check: Callable[..., Any] | None = None
+        self._decide: Callable[..., Any] | None = None
+        self._limits: caps_mod.Limits | None = None
 
     # ------------------------------------------------------------------ due
     def due_campaigns(self) -> list[tuple[Campaign, datetime | None]]:
@@ -108,6 +133,10 @@ class Planner:
     # ------------------------------------------------------------------ the pass
     def run(self) -> None:
         """Plan every due campaign in one pass over the audience."""
+        with _fewer_collections():
+            self._run()
+
+    def _run(self) -> None:
         due = self.due_campaigns()
         if not due:
             return
@@ -159,8 +188,7 @@ class Planner:
         if light:
             # The CSV source hands raw rows: an Event is built only for the few events a rule
             # receives, not for every purchase whose time alone is wanted.
-            scan = ((eid, cid, etype, when, row)
-                    for eid, cid, etype, when, row in rows(wanted, since, self._row_problem))
+            scan = rows(wanted, since, self._row_problem)
         else:
             scan = ((e.id, e.customer_id, e.type, e.time, e)
                     for e in source.events(wanted, since, self._row_problem))
@@ -186,7 +214,9 @@ class Planner:
             return views[c.id]
 
         report = self.report
-        found: list[tuple[Campaign, Candidate]] = []
+        # Candidates stay grouped by campaign, in the order found (campaign by campaign): what
+        # depends on a campaign is looked up once per group rather than once per candidate.
+        groups: list[tuple[Campaign, list[Candidate]]] = []
         for campaign, occurrence in due:
             rep = report.campaign(campaign.name)
             if rep.error:
@@ -206,47 +236,57 @@ class Planner:
                        if campaign.rule.needs_history else {})
             ctx = SelectContext(campaign.name, self.now, self.project.tz, occurrence, history)
             try:
-                found.extend([(campaign, cand) for cand in campaign.rule.select(chosen, ctx)])
+                found = list(campaign.rule.select(chosen, ctx))
             except Exception as exc:  # noqa: BLE001 - a rule plugin's bug stops its campaign only
                 rep.error = f"rule {campaign.rule_name!r} failed: {type(exc).__name__}: {exc}"
-                found = [(c, x) for c, x in found if c is not campaign]
-        if not found:
+                groups = [(c, xs) for c, xs in groups if c is not campaign]
+                continue
+            if found:
+                groups.append((campaign, found))
+        if not groups:
             return
 
         reps = {c.name: report.campaign(c.name) for c, _ in due}
-        if len({c.key for _, c in found}) != len(found):
-            found = self._drop_repeats(found, reps)
-        existing = self.ledger.existing_keys([c.key for _, c in found])
+        keys = [cand.key for _, cands in groups for cand in cands]
+        if len(set(keys)) != len(keys):
+            groups = _regroup(self._drop_repeats([(c, x) for c, xs in groups for x in xs], reps))
+            keys = [cand.key for _, cands in groups for cand in cands]
+        existing = self.ledger.existing_keys(keys)
         on_row = self.on_row
-        fresh = []
         if existing:
-            for campaign, cand in found:
-                if cand.key in existing:
-                    reps[campaign.name].already_planned += 1
-                    if on_row:
-                        self._row(campaign, cand, "already planned", reason="planned by an earlier run")
-                else:
-                    reps[campaign.name].selected += 1
-                    fresh.append((campaign, cand))
+            fresh: list[tuple[Campaign, list[Candidate]]] = []
+            for campaign, cands in groups:
+                rep = reps[campaign.name]
+                kept = []
+                for cand in cands:
+                    if cand.key in existing:
+                        rep.already_planned += 1
+                        if on_row:
+                            self._row(campaign, cand, "already planned",
+                                      reason="planned by an earlier run")
+                    else:
+                        rep.selected += 1
+                        kept.append(cand)
+                if kept:
+                    fresh.append((campaign, kept))
+            groups = fresh
         else:
-            fresh = found
-            for campaign, _ in found:
-                reps[campaign.name].selected += 1
-        if not fresh:
+            for campaign, cands in groups:
+                reps[campaign.name].selected += len(cands)
+        if not groups:
             return
 
-        ctx = DecisionContext(self.now, self.project.tz, self._suppressed(fresh))
+        ctx = DecisionContext(self.now, self.project.tz, self._suppressed(groups))
         accepted: list[_Accepted] = []
         skips: list[dict[str, Any]] = []
         record = not self.dry_run
-        decide = self._decide
-        for campaign, cand in fresh:
-            outcome = decide(campaign, cand, ctx)
-            if type(outcome) is _Accepted:
-                accepted.append(outcome)
-            else:
-                kind, channel, reason = outcome
-                reps[campaign.name].refuse(kind, reason)
+        for campaign, cands in groups:
+            refused = self._decide_all(campaign, cands, ctx, accepted)
+            if not refused:
+                continue
+            rep = reps[campaign.name]
+            for cand, kind, channel, reason in refused:
+                rep.refuse(kind, reason)
                 if on_row:
                     self._row(campaign, cand, kind, channel=channel, reason=reason)
                 if record:
@@ -280,7 +320,7 @@ class Planner:
             self.ledger.insert_messages(rows)
             self.ledger.record_skips(skips)
 
-    def _suppressed(self, fresh: list[tuple[Campaign, Candidate]]) -> Mapping[tuple[str, str], str]:
+    def _suppressed(self, groups: list[tuple[Campaign, list[Candidate]]]) -> Mapping[tuple[str, str], str]:
         """The suppressed addresses among this batch's (what ``DecisionContext.suppressed`` holds).
 
         A short suppression list (the usual case) is read whole once per run: looking an address up
@@ -293,7 +333,7 @@ class Planner:
             self._suppressions_small = everything is not None
         if self._suppressions_small:
             return self._suppressed_all
-        return self.ledger.suppressed(self._addresses(fresh))
+        return self.ledger.suppressed(self._addresses(groups))
 
     def _drop_repeats(self, found, reps):
         """Keep the first candidate of each key: a customer listed twice gets one message."""
@@ -309,79 +349,121 @@ class Planner:
             kept.append((campaign, cand))
         return kept
 
-    def _addresses(self, fresh: Iterable[tuple[Campaign, Candidate]]) -> set[tuple[str, str]]:
+    def _addresses(self, groups: Iterable[tuple[Campaign, list[Candidate]]]) -> set[tuple[str, str]]:
         pairs = set()
-        for campaign, cand in fresh:
+        for campaign, cands in groups:
             for ch in campaign.channels:
                 kind = self.channel_info[ch].address_kind
-                raw = raw_address(cand, kind)
-                if raw:
-                    address, _ = normalize(kind, raw)
-                    pairs.add((kind, address or raw))
+                for cand in cands:
+                    raw = raw_address(cand, kind)
+                    if raw:
+                        address, _ = normalize(kind, raw)
+                        pairs.add((kind, address or raw))
         return pairs
 
-    def _decide(self, campaign: Campaign, cand: Candidate, ctx: DecisionContext):
-        """The policy chain for one candidate: an _Accepted, or (outcome, channel, reason)."""
-        refusals: list[tuple[str, Refusal]] = []
-        check, decide = self.plugins.check_channel, self.plugins.decide
-        for ch in campaign.channels:
-            info = self.channel_info[ch]
-            refusal = check(cand, info, ctx)
-            if refusal is not None:
-                refusals.append((ch, refusal))
-                continue
-            kind = info.address_kind
-            address, _ = normalize(kind, cand.customer.email if kind == "email" else cand.customer.phone)
-            now = self.now
-            send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
-            verdict = decide(cand, Choice(info, address, send_at), ctx)
-            if isinstance(verdict, Refusal):
-                return verdict.outcome, ch, verdict.reason
-            reason = ""
-            if verdict is not None:
-                send_at, reason = max(send_at, verdict.until), verdict.reason
-            return _Accepted(campaign, cand, ch, address, send_at, reason)
-        first = refusals[0][1]
-        if len(refusals) == 1:
-            return first.outcome, refusals[0][0], first.reason
-        outcome = "suppressed" if all(r.outcome == "suppressed" for _, r in refusals) else first.outcome
-        return outcome, None, "; ".join(f"{ch}: {r.reason}" for ch, r in refusals)
+    def _decide_all(self, campaign: Campaign, cands: list[Candidate], ctx: DecisionContext,
+                    accepted: list[_Accepted]) -> list[tuple[Candidate, str, str | None, str]]:
+        """The policy chain for one campaign's candidates, in order.
+
+        Accepted candidates are appended to ``accepted``; the refused ones are returned as
+        (candidate, outcome, channel, reason). Per channel, ``outreach_check_channel`` is asked
+        until a channel is not refused; ``outreach_decide`` may then veto or defer it. This is
+        the planner's hottest loop (over a million candidates at a million customers), so what
+        depends only on the campaign is looked up once, and the hooks are called through
+        :meth:`Plugins.check_caller` / :meth:`Plugins.decide_caller`, which call exactly the
+        implementations (and in the order) that ``check_channel`` and ``decide`` would.
+        """
+        if self._check is None:
+            self._check = self.plugins.check_caller()
+            self._decide = self.plugins.decide_caller()
+        check, decide = self._check, self._decide
+        steps = [(ch, self.channel_info[ch]) for ch in campaign.channels]
+        now = self.now
+        refused: list[tuple[Candidate, str, str | None, str]] = []
+        for cand in cands:
+            refusals: list[tuple[str, Refusal]] = []
+            for ch, info in steps:
+                refusal = check(cand, info, ctx)
+                if refusal is not None:
+                    refusals.append((ch, refusal))
+                    continue
+                kind = info.address_kind
+                address, _ = normalize(kind, cand.customer.email if kind == "email"
+                                       else cand.customer.phone)
+                send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
+                verdict = decide(cand, Choice(info, address, send_at), ctx)
+                if verdict is None:
+                    accepted.append(_Accepted(campaign, cand, ch, address, send_at))
+                elif isinstance(verdict, Refusal):
+                    refused.append((cand, verdict.outcome, ch, verdict.reason))
+                else:
+                    accepted.append(_Accepted(campaign, cand, ch, address,
+                                              max(send_at, verdict.until), verdict.reason))
+                break
+            else:
+                first = refusals[0][1]
+                if len(refusals) == 1:
+                    refused.append((cand, first.outcome, refusals[0][0], first.reason))
+                else:
+                    outcome = ("suppressed" if all(r.outcome == "suppressed" for _, r in refusals)
+                               else first.outcome)
+                    refused.append((cand, outcome, None,
+                                    "; ".join(f"{ch}: {r.reason}" for ch, r in refusals)))
+        return refused
 
     def _allocate(self, accepted: list[_Accepted]):
-        """Apply frequency caps per customer, highest priority first. Returns (planned, capped)."""
+        """Apply frequency caps per customer, highest priority first. Returns (planned, capped).
+
+        Transactional sends are planned as they are (first, in order); marketing sends are
+        grouped by customer and checked against what the ledger counts around them.
+        """
         caps = self.project.caps
-        marketing = [a for a in accepted if a.campaign.category != "transactional"]
-        if not caps or not marketing:
+        if not caps:
             return accepted, []
-        width = caps_mod.widest(caps)
-        lo = epoch(self.now) - width
-        hi = max(epoch(a.send_at) for a in marketing) + width
+        if self._limits is None:
+            self._limits = caps_mod.Limits(caps)
+        limits = self._limits
+        now = self.now
+        now_at = epoch(now)
+        planned: list[_Accepted] = []
         by_customer: dict[str, list[_Accepted]] = {}
-        for a in marketing:
-            mine = by_customer.get(a.candidate.customer.id)
+        top: int | None = None
+        for a in accepted:
+            if a.campaign.category == "transactional":
+                planned.append(a)
+                continue
+            # Most sends are now: their epoch is known; the others are converted once each.
+            at = a.at = now_at if a.send_at is now else epoch(a.send_at)
+            if top is None or at > top:
+                top = at
+            cid = a.candidate.customer.id
+            mine = by_customer.get(cid)
             if mine is None:
-                by_customer[a.candidate.customer.id] = [a]
+                by_customer[cid] = [a]
             else:
                 mine.append(a)
-        usage = self.ledger.cap_usage(sorted(by_customer), lo, hi)
-        planned = [a for a in accepted if a.campaign.category == "transactional"]
+        if top is None:  # nothing but transactional sends
+            return accepted, []
+        width = limits.width
+        usage = self.ledger.cap_usage(sorted(by_customer), now_at - width, top + width)
         capped = []
         # With nothing counted yet, one message breaks no cap that allows at least one.
-        one_is_free = all(c.max >= 1 for c in caps)
+        one_is_free = limits.one_is_free
+        check = limits.check
         for cid, mine in by_customer.items():
             used = usage.get(cid)
             if used is None and one_is_free and len(mine) == 1:
                 planned.append(mine[0])
                 continue
-            use = caps_mod.Usage(list(used or ()))
-            mine.sort(key=lambda a: (-a.campaign.priority, a.send_at, a.candidate.key))
+            items = list(used or ())
+            if len(mine) > 1:
+                mine.sort(key=_priority_order)
             for a in mine:
-                at = epoch(a.send_at)
-                reason = caps_mod.check(caps, use, a.channel, at)
+                reason = check(items, a.channel, a.at)
                 if reason:
                     capped.append((a, reason))
                 else:
-                    use.items.append((a.channel, at))
+                    items.append((a.channel, a.at))
                     planned.append(a)
         return planned, capped
 
@@ -428,9 +510,25 @@ class _Activity:
     Held in memory up to ``limit`` customers. Past that (a million customers with a year of
     purchases would take a few hundred megabytes as dicts) it moves to a temporary SQLite file and
     is read back one planning batch at a time, with one query per batch, so memory stays flat
-    however large the audience. The values come back exactly as read (pickled datetimes), and ties
-    keep the first seen, as the in-memory dicts do.
+    however large the audience. Ties keep the first seen, as the in-memory dicts do.
+
+    Each spilled chunk is appended (the cheapest write); once every event is read, one covering
+    index sorted by (customer, type, time descending, order seen) is built, so a batch's rows are
+    read back together, in an order where the first row of each (customer, type) is the latest
+    (and of equal times the first seen). Measured at a million customers against the
+    alternatives: reading through a plain index on the customer cost a random row lookup per row
+    and a Python pass choosing the latest (~8 ms a batch); an upsert into a table keyed by
+    (customer, type) made the writes random (~4.4 s in all, against ~1.5 s).
+
+    The values come back exactly as read: a time is spilled as integers (its UTC microseconds, its
+    UTC offset, its ``fold``) and a small code for its ``tzinfo``, and rebuilt as the same wall
+    time with an equal ``tzinfo`` (the very object for zones such as ZoneInfo; an equal one for
+    fixed offsets, as pickle gives). That replaced pickling every value, which was most of the
+    spill's cost (pickle.dumps ~8 µs a value). A time whose zone cannot be coded (past
+    ``_MAX_ZONES`` distinct ones) is still pickled.
     """
+
+    _MAX_ZONES = 1024
 
     def __init__(self, limit: int = 100_000, chunk: int = 100_000) -> None:
         self.limit, self.chunk = limit, chunk
@@ -439,6 +537,10 @@ class _Activity:
         self._folder: Any = None
         self._seq = 0
         self._indexed = False
+        self._json: bool | None = None
+        #: tzinfo code -> a tzinfo equal to the spilled one; and how each zone is looked up.
+        self._zones: list[Any] = []
+        self._zone_codes: dict[Any, int] = {}
 
     def add(self, cid: str, etype: str, when: datetime) -> None:
         mine = self.mem.get(cid)
@@ -449,9 +551,20 @@ class _Activity:
         elif etype not in mine or when > mine[etype]:
             mine[etype] = when
 
+    def _zone_code(self, tz: Any) -> int | None:
+        """A small integer for ``tz``: fixed offsets by their repr (offset and name), other
+        zones (ZoneInfo...) by identity; None once there are too many to keep."""
+        key = repr(tz) if type(tz) is timezone else tz
+        code = self._zone_codes.get(key)
+        if code is None:
+            if len(self._zones) >= self._MAX_ZONES:
+                return None
+            code = self._zone_codes[key] = len(self._zones)
+            self._zones.append(tz)
+        return code
+
     def _spill(self) -> None:
         import pickle
-        import sqlite3
         import tempfile
 
         if self.db is None:
@@ -460,16 +573,28 @@ class _Activity:
             self.db.execute("PRAGMA journal_mode=OFF")
             self.db.execute("PRAGMA synchronous=OFF")
             self.db.execute("CREATE TABLE latest (cid TEXT, type TEXT, us INTEGER, seq INTEGER, "
-                            "value BLOB)")
+                            "off INTEGER, fold INTEGER, zone INTEGER, value BLOB)")
         rows = []
+        seq = self._seq
+        utc = timezone.utc
+        utc_code = self._zone_code(utc)
+        zone_code = self._zone_code
         for cid, mine in self.mem.items():
             for etype, when in mine.items():
-                self._seq += 1
-                rows.append((cid, etype, _micros(when), self._seq, pickle.dumps(when)))
-        self.db.execute("BEGIN")
-        self.db.executemany("INSERT INTO latest VALUES (?, ?, ?, ?, ?)", rows)
-        self.db.execute("COMMIT")
+                seq += 1
+                tz = when.tzinfo
+                code = utc_code if tz is utc else zone_code(tz)
+                if code is None:
+                    rows.append((cid, etype, _micros(when), seq, 0, 0, None, pickle.dumps(when)))
+                else:
+                    off = when.utcoffset()
+                    rows.append((cid, etype, _micros(when), seq,
+                                 0 if off is None else off // _MICROSECOND, when.fold, code, None))
+        self._seq = seq
         self.mem = {}
+        self.db.execute("BEGIN")
+        self.db.executemany("INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.db.execute("COMMIT")
 
     def for_batch(self, ids: list[str]) -> Mapping[str, dict[str, datetime]]:
         """customer id -> {type: latest time} for these customers."""
@@ -478,24 +603,50 @@ class _Activity:
         if not self._indexed:
             if self.mem:
                 self._spill()
-            self.db.execute("CREATE INDEX latest_cid ON latest (cid)")
+            self.db.execute("CREATE INDEX latest_cid ON latest "
+                            "(cid, type, us DESC, seq, off, fold, zone, value)")
             self._indexed = True
-        import pickle
+        out: dict[str, dict[str, datetime]] = {}
+        zones = self._zones
+        last_cid = last_type = None
+        for cid, etype, us, off, fold, code, value in self._rows(ids):
+            if etype == last_type and cid == last_cid:
+                continue  # an earlier time (or a later-seen equal one) of a type already read
+            last_cid, last_type = cid, etype
+            if code is None:
+                import pickle
 
-        best: dict[tuple[str, str], tuple[int, int, bytes]] = {}
-        rows: list[tuple[str, str, int, int, bytes]] = []
+                when = pickle.loads(value)
+            else:
+                when = (_NAIVE_EPOCH + timedelta(microseconds=us + off)).replace(
+                    tzinfo=zones[code], fold=fold)
+            mine = out.get(cid)
+            if mine is None:
+                out[cid] = {etype: when}
+            else:
+                mine[etype] = when
+        return out
+
+    def _rows(self, ids: list[str]) -> list[tuple[Any, ...]]:
+        """The spilled rows of these customers, each customer's types together and the latest of
+        each first: one statement (the ids as one JSON array) where SQLite has JSON, else in
+        chunks of 500 parameters (a customer's rows are all in the chunk of its id)."""
+        sql = ("SELECT cid, type, us, off, fold, zone, value FROM latest WHERE cid IN {} "
+               "ORDER BY cid, type, us DESC, seq")
+        if self._json is None:
+            try:
+                self.db.execute("SELECT value FROM json_each('[]')").fetchall()
+                self._json = True
+            except sqlite3.Error:
+                self._json = False
+        if self._json:
+            return self.db.execute(sql.format("(SELECT value FROM json_each(?))"),
+                                   (json.dumps(ids),)).fetchall()
+        rows: list[tuple[Any, ...]] = []
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            rows += self.db.execute("SELECT cid, type, us, seq, value FROM latest WHERE cid IN "
-                                    f"({', '.join('?' * len(part))})", part).fetchall()
-        for cid, etype, us, seq, value in rows:
-            old = best.get((cid, etype))
-            if old is None or us > old[0] or (us == old[0] and seq < old[1]):
-                best[(cid, etype)] = (us, seq, value)
-        out: dict[str, dict[str, datetime]] = {}
-        for (cid, etype), (_, _, value) in best.items():
-            out.setdefault(cid, {})[etype] = pickle.loads(value)
-        return out
+            rows += self.db.execute(sql.format(f"({', '.join('?' * len(part))})"), part).fetchall()
+        return rows
 
     def close(self) -> None:
         if self.db is not None:
@@ -511,6 +662,34 @@ def _micros(when: datetime) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+#: The cyclic garbage collector's first threshold while planning (CPython's default is 700).
+_GC_THRESHOLD = 10_000
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while planning; restored afterwards.
+
+    Planning allocates a few objects per customer and candidate that live for a batch (thousands
+    of customers) and die by reference counting, not by the collector. With CPython's default
+    threshold of 700 allocations the collector ran thousands of times, each pass over everything
+    a batch still held, and its older generations kept re-walking the long-lived tables (events,
+    caches): measured, a quarter of the CPU at 200,000 customers, 11 of 42 s at a million. At
+    10,000 nearly all of that is gone (the same as with the collector off, within noise), memory
+    is unchanged, and cycles are still collected. Left alone when the collector is off or tuned
+    higher already.
+    """
+    old = gc.get_threshold()
+    if gc.isenabled() and 0 < old[0] < _GC_THRESHOLD:
+        gc.set_threshold(_GC_THRESHOLD, *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def _batches(items: Iterable[Customer], size: int) -> Iterator[list[Customer]]:

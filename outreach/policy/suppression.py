@@ -15,6 +15,8 @@ from outreach.rule import Candidate
 @hookimpl
 def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
                            ctx: DecisionContext) -> Refusal | None:
+    if not ctx.suppressed:
+        return None  # nothing is suppressed: no address needs normalising to find that out
     raw = raw_address(candidate, channel.address_kind)
     address, _ = normalize(channel.address_kind, raw)
     reason = ctx.suppression_reason(channel.address_kind, address or raw or "")

@@ -74,16 +74,23 @@ class Reminder(Rule):
                               self.config["max_times"])
         activity, now, history = self.config["activity"], ctx.now, ctx.history
         for p in profiles:
-            if not p.latest:
+            latest = p.latest
+            if not latest:
                 continue  # never active: nothing to win back
-            times = [t for k, t in p.latest.items() if k in activity]
-            if not times:
-                continue
-            last = max(times)
+            if len(latest) == 1:  # the usual case: one activity type (no list, no max)
+                [(kind, last)] = latest.items()
+                if kind not in activity:
+                    continue
+            else:
+                times = [t for k, t in latest.items() if k in activity]
+                if not times:
+                    continue
+                last = max(times)
             if now - last < quiet:
                 continue
-            spell = f"{self.campaign}:{p.customer.id}:{key_time(last)}:"
-            past = history.get(p.customer.id)
+            cid = p.customer.id
+            spell = f"{self.campaign}:{cid}:{key_time(last)}:"
+            past = history.get(cid)
             earlier = sorted((m for m in past if m.key.startswith(spell)),
                              key=lambda m: m.planned_at) if past else []
             if len(earlier) >= most:

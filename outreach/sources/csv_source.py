@@ -110,6 +110,13 @@ class CSVSource(Source):
         while True:
             line = reader.line_num + 1
             try:
+                if clean:
+                    # The common case, a plain loop (no call to next() and no try set up per row);
+                    # a csv.Error still lands below with the line its record starts on.
+                    for row in reader:
+                        yield line, row
+                        line = reader.line_num + 1
+                    return
                 row = next(reader)
             except StopIteration:
                 return
@@ -125,7 +132,8 @@ class CSVSource(Source):
         if not self.config.get(key):
             return None
         try:
-            path, fh = self._open(key)
+            # Not _open: the header needs no scan of the whole file for bytes that are not UTF-8.
+            fh = Path(self.config[key]).open(newline="", encoding="utf-8-sig", errors="surrogateescape")
         except OSError:
             return None
         with fh:
