@@ -126,6 +126,11 @@ class Source:
                 return c
         return None
 
+    def count_hint(self) -> int | None:
+        """About how many customers :meth:`customers` will stream, for a progress bar's total;
+        None when it cannot be known cheaply. Never relied on for anything else."""
+        return None
+
     def columns(self) -> tuple[set[str] | None, set[str] | None]:
         """The names customers and events carry (standard fields and attributes), if known.
 

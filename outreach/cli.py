@@ -60,20 +60,27 @@ def _emit_json(data: Any) -> None:
 
 
 def _progress(enabled: bool):
-    """A live count of customers planned and messages sent, on a terminal only (quiet under cron)."""
+    """A progress bar per stage (customers planned, messages sent) on a terminal only: quiet under
+    cron, with ``--json``, or when stderr is not a terminal.
+
+    Returns ``(update, stop)``; ``update(stage, done, total)`` takes ``total=None`` when it is not
+    known (a spinner and a count then).
+    """
     if not enabled or not sys.stderr.isatty():
         return None, lambda: None
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,}"),
-                   TimeElapsedColumn(), console=err, transient=True)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description:<8}"), BarColumn(),
+                   MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=err, transient=True)
     tasks: dict[str, Any] = {}
     bar.start()
 
-    def update(stage: str, n: int) -> None:
+    def update(stage: str, done: int, total: int | None = None) -> None:
         if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=None)
-        bar.update(tasks[stage], completed=n)
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
 
     return update, bar.stop
 
@@ -158,11 +165,13 @@ def plan(state: _State, now_text: str | None, campaigns: Sequence[str], as_json:
     project = state.project()
     now = parse_now(now_text, project.tz)
     rows: list[PlanRow] = []
+    update, stop = _progress(not as_json)
     ledger = Ledger(project.ledger_url)
     try:
         report = execute(project, state.plugins, ledger, now, dry_run=True, campaigns=campaigns,
-                         on_row=rows.append)
+                         on_row=rows.append, progress=update)
     finally:
+        stop()
         ledger.close()
     if as_json:
         _emit_json({"now": report.now, "candidates": [r.as_dict() for r in rows],
@@ -194,10 +203,14 @@ def dispatch(state: _State, now_text: str | None, campaigns: Sequence[str], limi
     project = state.project()
     now = parse_now(now_text, project.tz)
     report = RunReport(now=now.isoformat(timespec="seconds"))
+    update, stop = _progress(not as_json)
     ledger = Ledger(project.ledger_url)
     try:
-        Dispatcher(project, state.plugins, ledger, now, report, campaigns=campaigns).run(limit)
+        Dispatcher(project, state.plugins, ledger, now, report, campaigns=campaigns,
+                   progress=(lambda n, total: update("sending", n, total)) if update else None,
+                   ).run(limit)
     finally:
+        stop()
         ledger.close()
     _finish(report, as_json)
 

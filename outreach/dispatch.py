@@ -136,7 +136,8 @@ class Dispatcher:
 
     def __init__(self, project: Project, plugins: Plugins, ledger: Ledger, now: datetime,
                  report: RunReport, *, campaigns: Sequence[str] | None = None,
-                 owner: str | None = None, progress: Callable[[int], None] | None = None) -> None:
+                 owner: str | None = None,
+                 progress: Callable[[int, int | None], None] | None = None) -> None:
         self.project = project
         self.plugins = plugins
         self.ledger = ledger
@@ -150,6 +151,7 @@ class Dispatcher:
         self._channels: dict[str, Channel] = {}
         self._lanes: dict[str, _Lane] = {}
         self._done = 0
+        self._total: int | None = None
 
     # ------------------------------------------------------------------ main loop
     def run(self, limit: int | None = None) -> None:
@@ -193,6 +195,11 @@ class Dispatcher:
         return size
 
     async def _run(self, limit: int | None) -> None:
+        if self.progress:
+            # A total for the bar: what is due now (others may take some; retries may add).
+            due = self.ledger.due_count(epoch(self.now), self.campaigns, list(self.project.channels))
+            self._total = due if limit is None else min(due, limit)
+            self.progress(0, self._total)
         try:
             await self._pump(self._claim_size(), limit)
         finally:
@@ -446,7 +453,7 @@ class Dispatcher:
                 self.plugins.message_failed(o.work.message, o.error, o.state)
         self._done += len(outcomes)
         if self.progress:
-            self.progress(self._done)
+            self.progress(self._done, None if self._total is None else max(self._total, self._done))
 
 
 def _describe(exc: BaseException | None) -> str:

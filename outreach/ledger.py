@@ -597,6 +597,18 @@ class Ledger:
             rows = conn.execute(select(messages.c.state, func.count()).group_by(messages.c.state)).all()
         return {state: n for state, n in rows}
 
+    def due_count(self, now: int, campaigns: Sequence[str] | None = None,
+                  channels: Sequence[str] | None = None) -> int:
+        """How many messages a dispatcher at ``now`` would claim (a progress bar's total)."""
+        stmt = select(func.count()).select_from(messages).where(
+            messages.c.state.in_(("queued", "deferred")), messages.c.due_at <= now)
+        if campaigns:
+            stmt = stmt.where(messages.c.campaign.in_(list(campaigns)))
+        if channels is not None:
+            stmt = stmt.where(messages.c.channel.in_(list(channels)))
+        with self.reader.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     def problems(self, limit: int = 20) -> list[dict[str, Any]]:
         """Failed and unknown messages grouped by state and error, most frequent first."""
         with self.reader.connect() as conn:

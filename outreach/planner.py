@@ -88,7 +88,7 @@ class Planner:
                  report: RunReport, *, campaigns: Sequence[str] | None = None,
                  dry_run: bool = False, run_id: str | None = None,
                  on_row: Callable[[PlanRow], None] | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int, int | None], None] | None = None) -> None:
         self.project = project
         self.plugins = plugins
         self.ledger = ledger
@@ -147,6 +147,10 @@ class Planner:
                 self._versions[campaign.name] = self.ledger.store_version(
                     campaign.name, campaign.version, campaign.content)
         source = self.project.source()
+        total = None
+        if self.progress:
+            total = source.count_hint()
+            self.progress(0, total)  # the bar shows while events are read
         events, latest = self._collect_events(source, [c for c, _ in due])
         seen = 0
         try:
@@ -156,7 +160,7 @@ class Planner:
                 self._plan_batch(profiles, due)
                 seen += len(batch)
                 if self.progress:
-                    self.progress(seen)
+                    self.progress(seen, total if total is None else max(total, seen))
         finally:
             latest.close()
         if not self.dry_run:

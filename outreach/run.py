@@ -47,7 +47,8 @@ def check_campaign_names(project: Project, names: Sequence[str] | None) -> None:
 def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *,
             dry_run: bool = False, campaigns: Sequence[str] | None = None, send: bool = True,
             on_row: Callable[[PlanRow], None] | None = None,
-            progress: Callable[[str, int], None] | None = None, command: str = "run") -> RunReport:
+            progress: Callable[[str, int, int | None], None] | None = None,
+            command: str = "run") -> RunReport:
     """Plan (and unless ``dry_run``, record and dispatch) one run at ``now``.
 
     A real run holds the planner lock for its whole length; a dry run takes no lock and writes
@@ -61,7 +62,7 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
             report.campaign(name)
 
     def stage(name: str):
-        return (lambda n: progress(name, n)) if progress else None
+        return (lambda n, total=None: progress(name, n, total)) if progress else None
 
     if dry_run:
         Planner(project, plugins, ledger, now, report, campaigns=campaigns, dry_run=True,

@@ -90,6 +90,24 @@ class CSVSource(Source):
         self._clean: dict[str, bool] = {}
         self._tz = ZoneInfo(timezone) if timezone else ZoneInfo("UTC")
 
+    def count_hint(self) -> int | None:
+        """The customers file's lines less its header: exact unless cells hold line breaks.
+
+        Counting newlines in binary chunks reads a million-row file in a few tens of
+        milliseconds, next to the tens of seconds it takes to plan for it.
+        """
+        lines = 0
+        last = b"\n"
+        try:
+            with open(self.config["customers"], "rb") as f:
+                while chunk := f.read(1 << 20):
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+        except OSError:
+            return None
+        lines += last != b"\n"  # a last line without its newline
+        return max(0, lines - 1)
+
     # ------------------------------------------------------------------ helpers
     def _open(self, key: str):
         path = Path(self.config[key])
