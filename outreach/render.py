@@ -7,6 +7,7 @@ variables are both stored, ``preview`` and ``history`` render exactly what the c
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Mapping
 
 from outreach import templates
@@ -19,18 +20,32 @@ class RenderError(Exception):
 
 def render_stored(content: Mapping[str, Any], channel: str, locale: str,
                   variables: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """(rendered fields, channel options) of a stored campaign version for one message."""
+    """(rendered fields, channel options) of a stored campaign version for one message.
+
+    Dispatch calls this once per message, thousands of times a second, mostly with a handful of
+    locales: the choice of locale is cached, and a campaign with nothing to render here (a
+    provider-side template) costs a few dictionary lookups.
+    """
     spec = content.get("templates", {}).get(channel)
     if spec is None:
         raise RenderError(f"the campaign version has no templates for channel {channel!r}")
-    fields = dict(spec["fields"])
-    variant = pick_locale(locale, spec.get("locales", {}))
-    if variant:
-        fields.update(spec["locales"][variant])
+    fields = spec["fields"]
+    locales = spec.get("locales")
+    if locales and locale:
+        variant = _pick(locale, tuple(locales))
+        if variant:
+            fields = {**fields, **locales[variant]}
     out = {}
     for name, source in fields.items():
         try:
             out[name] = templates.render(name, source, variables)
         except Exception as exc:  # noqa: BLE001 - any template failure fails this message only
             raise RenderError(f"{name}: {type(exc).__name__}: {exc}") from None
-    return out, dict(spec.get("options", {}))
+    options = spec.get("options")
+    return out, dict(options) if options else {}
+
+
+@lru_cache(maxsize=1024)
+def _pick(locale: str, available: tuple[str, ...]) -> str | None:
+    """:func:`outreach.config.pick_locale`, remembered per (locale, locales written)."""
+    return pick_locale(locale, dict.fromkeys(available))
