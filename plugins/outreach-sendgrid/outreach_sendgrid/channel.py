@@ -126,17 +126,29 @@ def _fill(template: str, message: OutgoingMessage) -> str:
     return _PLACEHOLDER.sub(lambda m: quote(values[m.group(1)], safe=""), template)
 
 
+#: The types JSON holds as they are (exactly these: a subclass may serialise otherwise).
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> bool:
     """Whether ``value`` is made only of JSON's own types (exactly: no subclasses, str keys), so
-    that it serialises as :func:`_json_safe` would leave it."""
+    that it serialises as :func:`_json_safe` would leave it.
+
+    Called for every recipient of a dynamic-template batch: scalars are checked inline, and only
+    containers recurse.
+    """
     kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
-        return True
     if kind is dict:
-        return all(type(k) is str and _plain(v) for k, v in value.items())
+        for k, v in value.items():
+            if type(k) is not str or (type(v) not in _JSON_SCALARS and not _plain(v)):
+                return False
+        return True
     if kind is list:
-        return all(_plain(v) for v in value)
-    return False
+        for v in value:
+            if type(v) not in _JSON_SCALARS and not _plain(v):
+                return False
+        return True
+    return kind in _JSON_SCALARS
 
 
 def _json_safe(value: Mapping[str, Any]) -> dict[str, Any]:
