@@ -13,11 +13,12 @@ exactly.
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.exceptions import SecurityError
@@ -82,6 +83,43 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().wrap_str_format(value)
 
 
+#: When the render in progress must end (``time.monotonic()``), for loops that print nothing.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("outreach_render_deadline",
+                                                                       default=None)
+#: The filter every ``{% for %}`` loop's sequence is passed through (see :func:`_bounded`).
+_LOOP_GUARD = "outreach_bounded_loop"
+
+
+def _bounded(value: Any) -> Iterator[Any]:
+    """Iterate ``value``, ending the render with a SecurityError once its time is up.
+
+    :func:`render` checks the time between output pieces, but loops that print nothing
+    (``{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}``: ten
+    billion turns) produce no pieces to check between. Every loop's sequence goes through here,
+    so each turn checks the clock (about 0.1 µs); a loop outside :func:`render` gets
+    :data:`MAX_SECONDS` of its own.
+    """
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        deadline = time.monotonic() + MAX_SECONDS
+    clock = time.monotonic
+    for item in value:
+        if clock() > deadline:
+            raise SecurityError(f"a loop in the template ran longer than {MAX_SECONDS:g} s")
+        yield item
+
+
+class _GuardLoops:
+    """Rewrites a parsed template so each ``{% for x in SEQ %}`` iterates ``SEQ|<guard>``."""
+
+    @staticmethod
+    def apply(tree: nodes.Template) -> nodes.Template:
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, _LOOP_GUARD, [], [], None, None,
+                                     lineno=loop.iter.lineno)
+        return tree
+
+
 def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
     env = _Sandbox(
         undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=False,
@@ -90,6 +128,7 @@ def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
     # Campaign templates are self-contained: no {% include %} or {% import %} of other files.
     env.loader = None
     _cap_filters(env)
+    env.filters[_LOOP_GUARD] = _bounded
     return env
 
 
@@ -126,7 +165,10 @@ def env_for(field: str) -> ImmutableSandboxedEnvironment:
 
 @lru_cache(maxsize=4096)
 def _compiled(source: str, html: bool):
-    return (HTML_ENV if html else TEXT_ENV).from_string(source)
+    # Environment.from_string, with the loops guarded between parsing and code generation.
+    env = HTML_ENV if html else TEXT_ENV
+    code = env.compile(_GuardLoops.apply(env.parse(source)))
+    return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
 def compile_template(field: str, source: str):
@@ -138,18 +180,23 @@ def render(field: str, source: str, variables: Mapping[str, Any]) -> str:
     """Render one field's template with ``variables``; raises jinja2.TemplateError on any problem.
 
     The output is produced piece by piece, so a render that grows past :data:`MAX_OUTPUT`
-    characters or runs past :data:`MAX_SECONDS` stops there with a SecurityError.
+    characters or runs past :data:`MAX_SECONDS` stops there with a SecurityError; loops check
+    the same deadline on every turn, so one that prints nothing stops too.
     """
     deadline = time.monotonic() + MAX_SECONDS
     parts: list[str] = []
     size = 0
-    for piece in compile_template(field, source).generate(**variables):
-        size += len(piece)
-        if size > MAX_OUTPUT:
-            raise SecurityError(f"the rendered {field} is longer than {MAX_OUTPUT:,} characters")
-        if time.monotonic() > deadline:
-            raise SecurityError(f"rendering {field} took longer than {MAX_SECONDS:g} s")
-        parts.append(piece)
+    token = _DEADLINE.set(deadline)
+    try:
+        for piece in compile_template(field, source).generate(**variables):
+            size += len(piece)
+            if size > MAX_OUTPUT:
+                raise SecurityError(f"the rendered {field} is longer than {MAX_OUTPUT:,} characters")
+            if time.monotonic() > deadline:
+                raise SecurityError(f"rendering {field} took longer than {MAX_SECONDS:g} s")
+            parts.append(piece)
+    finally:
+        _DEADLINE.reset(token)
     return "".join(parts)
 
 

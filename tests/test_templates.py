@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from jinja2 import TemplateError
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -93,3 +95,35 @@ def test_ordinary_arithmetic_and_formatting_still_work():
         "42.50 1024 " + "-" * 20
     assert templates.render("body", "{{ '{:>6}'.format('ok') }}|{{ 'x'|center(5) }}", {}) == \
         "    ok|  x  "
+
+
+SILENT_LOOPS = [
+    "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+    "{% for i in range(99999) %}{% set x = range(99999)|list %}{% endfor %}",
+    "{% macro spin() %}{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}"
+    "{% endfor %}{% endmacro %}{{ spin() }}",
+]
+
+
+@pytest.mark.parametrize("source", SILENT_LOOPS)
+def test_a_loop_that_prints_nothing_still_stops_at_the_time_limit(source, monkeypatch):
+    monkeypatch.setattr(templates, "MAX_SECONDS", 0.3)
+    started = time.monotonic()
+    with pytest.raises(SecurityError, match="longer than 0.3 s"):
+        templates.render("body", source, {})
+    assert time.monotonic() - started < 2
+
+
+def test_guarded_loops_keep_every_loop_feature():
+    def render(source: str, **variables) -> str:
+        return templates.render("body", source, variables)
+
+    assert render("{% for x in xs %}{{ loop.index }}/{{ loop.length }}{{ x }}"
+                  "{% if not loop.last %},{% endif %}{% else %}none{% endfor %}",
+                  xs=["a", "b"]) == "1/2a,2/2b"
+    assert render("{% for x in xs %}{{ x }}{% else %}none{% endfor %}", xs=[]) == "none"
+    assert render("{% for k, v in d|dictsort %}{{ k }}={{ v }};{% endfor %}", d={"b": 2, "a": 1}) \
+        == "a=1;b=2;"
+    assert render("{% for x in xs if x > 1 %}{{ x }}{% endfor %}", xs=[1, 2, 3]) == "23"
+    assert render("{% for n in tree recursive %}[{{ n.v }}{{ loop(n.kids) }}]{% endfor %}",
+                  tree=[{"v": 1, "kids": [{"v": 2, "kids": []}]}]) == "[1[2]]"
