@@ -36,6 +36,11 @@ def run(script: str, args: list[str]) -> list[dict]:
             if line.startswith("@@figure ")]
 
 
+def _number(value: float) -> str:
+    """Four significant digits, without exponents: 1.03, 32.75, 185,806."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.4g}"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=5)
@@ -57,8 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---:|---|---|---|")
     for name, figs in runs.items():
         values = [f["value"] for f in figs]
-        shown = ", ".join(f"{v:,.4g}" for v in values)
-        print(f"| {name} | {median(values):,.4g} | {figs[0]['unit']} | {figs[0]['target']} | {shown} |")
+        shown = ", ".join(_number(v) for v in values)
+        print(f"| {name} | {_number(median(values))} | {figs[0]['unit']} | {figs[0]['target']} | "
+              f"{shown} |")
     if a.json:
         a.json.write_text(json.dumps(runs, indent=2))
 
