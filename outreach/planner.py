@@ -196,14 +196,18 @@ class Planner:
         else:
             scan = ((e.id, e.customer_id, e.type, e.time, e)
                     for e in source.events(wanted, since, self._row_problem))
-        for eid, cid, etype, when, raw in scan:
-            if when > now:
-                continue  # an event from the future (or a replayed --now) has not happened yet
-            if etype in latest_types:
-                latest.add(cid, etype, when)
-            if etype in types and (event_since is None or when >= event_since):
-                event = Event(eid, cid, etype, when, attributes(raw)) if light else raw
-                events.setdefault(cid, []).append(event)
+        try:
+            for eid, cid, etype, when, raw in scan:
+                if when > now:
+                    continue  # an event from the future (or a replayed --now) has not happened yet
+                if etype in latest_types:
+                    latest.add(cid, etype, when)
+                if etype in types and (event_since is None or when >= event_since):
+                    event = Event(eid, cid, etype, when, attributes(raw)) if light else raw
+                    events.setdefault(cid, []).append(event)
+        except BaseException:
+            latest.close()  # its temporary file, when it spilled to one
+            raise
         for evs in events.values():
             evs.sort(key=lambda e: e.time)
         return events, latest

@@ -347,3 +347,54 @@ def test_plugin_authors_get_an_outreach_project_fixture(outreach_project):
     ''')
     outreach_project.run("2026-11-24T10:00")
     assert [m["subject"] for m in outreach_project.outbox("email")] == ["Hi Ani"]
+
+
+def test_a_source_failing_while_events_are_read_leaves_no_temporary_file(sqlite_project, monkeypatch,
+                                                                         tmp_path):
+    """The latest-activity index spills to a temporary SQLite file past a size; a source that
+    fails half-way through its events must not leave that file behind."""
+    import tempfile
+    from datetime import datetime, timezone
+
+    from outreach import planner
+    from outreach.audience import Customer, Event, Source
+
+    class Flaky(Source):
+        type_name = "flaky"
+
+        def customers(self, report):
+            yield Customer("s1", "Nare", email="nare@example.com", consent=frozenset({"email"}))
+
+        def events(self, types, since, report):
+            for i in range(10):
+                yield Event(f"e{i}", f"s{i}", "purchase", datetime(2026, 11, 1, tzinfo=timezone.utc), {})
+            raise RuntimeError("the shop's API went away")
+
+    class SmallActivity(planner._Activity):
+        def __init__(self) -> None:
+            super().__init__(limit=2, chunk=2)
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.setattr(planner, "_Activity", SmallActivity)
+    plugins = get_plugins(extra=[make_plugin(outreach_register_sources=lambda register: register(Flaky))])
+    text = (sqlite_project.root / "outreach.toml").read_text()
+    text = text.replace('source = "csv"\ncustomers = "customers.csv"\nevents = "events.csv"',
+                        'source = "flaky"')
+    (sqlite_project.root / "outreach.toml").write_text(text)
+    sqlite_project.campaign("winback", '''
+        rule = "reminder"
+        channels = ["email"]
+        [params]
+        inactive_for = "30d"
+        [email]
+        subject = "We miss you"
+        body = "..."
+    ''')
+
+    # The caller keeps the error (and its traceback, which holds the planner's frames) meanwhile,
+    # as a report or a log handler would: the file must be gone by then, not at collection.
+    with pytest.raises(RuntimeError, match="went away") as failure:
+        sqlite_project.run("2026-11-24T10:00", plugins=plugins)
+    assert list(temporary.iterdir()) == [], failure
