@@ -80,6 +80,17 @@ def ledger_url(request, tmp_path):
 
 
 @pytest.fixture
+def ledger(ledger_url):
+    """A ledger on each backend with one campaign version stored (its id in ``ledger.version``)."""
+    from outreach.ledger import Ledger
+
+    led = Ledger(ledger_url)
+    led.version = led.store_version("news", "v1", {"name": "news"})
+    yield led
+    led.close()
+
+
+@pytest.fixture
 def project(tmp_path, ledger_url) -> Project:
     """A fresh project folder (outbox channels, no caps, no quiet hours) on each ledger backend."""
     return Project(tmp_path / "shop", ledger_url)

@@ -23,14 +23,6 @@ def _row(key: str, *, priority: int = 0, due_at: int = NOW, state: str = "queued
             "state": state, "not_before": due_at, "due_at": due_at, "run_id": None}
 
 
-@pytest.fixture
-def ledger(ledger_url):
-    led = Ledger(ledger_url)
-    led.version = led.store_version("news", "v1", {"name": "news"})
-    yield led
-    led.close()
-
-
 def _rows(ledger: Ledger) -> dict[str, dict]:
     with ledger.reader.connect() as conn:
         return {r.key: dict(r._mapping) for r in conn.execute(select(messages))}

@@ -29,14 +29,6 @@ def _row(key: str, *, due_at: int = NOW, state: str = "queued", version_id: int 
 
 
 @pytest.fixture
-def ledger(ledger_url):
-    led = Ledger(ledger_url)
-    led.version = led.store_version("news", "v1", {"name": "news"})
-    yield led
-    led.close()
-
-
-@pytest.fixture
 def other(ledger, ledger_url):
     """A second connection to the same ledger: another process."""
     led = Ledger(ledger_url)
