@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 from croniter import croniter
 from guarantees_support import audience, newsletter, phone, run_inprocess
 from hypothesis import HealthCheck, given, settings
