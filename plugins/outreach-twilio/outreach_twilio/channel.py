@@ -174,7 +174,8 @@ class _HttpClient(AsyncHttpClient):
         call_timeout = self._timeout if timeout is None else aiohttp.ClientTimeout(
             total=None, connect=timeout, sock_read=timeout)
         target = self.rewrite(url)
-        _log.debug("Twilio request: %s %s", method, _REDACT.scrub(urlsplit(target).path))
+        if _log.isEnabledFor(logging.DEBUG):  # the scrubbing is not free, at a thousand a second
+            _log.debug("Twilio request: %s %s", method, _REDACT.scrub(urlsplit(target).path))
         async with self._session.request(method.upper(), target, params=params or None,
                                          data=form, headers=sent, timeout=call_timeout,
                                          allow_redirects=allow_redirects) as answer:
