@@ -7,7 +7,7 @@
 The longer variant of tests/test_guarantees_crash.py, sharing its code: each lane is a project
 whose SMS go through the Twilio plugin to a FakeTwilio served here; every trial starts a real
 ``outreach run`` for a new hourly newsletter and SIGKILLs it at a seeded random moment (in start-up,
-planning or inside a wave of sends). Once the claims expired, runs go on until quiet, and the lane
+planning or among the calls in flight). Once the claims expired, runs go on until quiet, and the lane
 is checked: nobody got an occurrence twice, nothing is left queued or sending, sent means delivered
 exactly once, unknown means at most once and never resent, every begun occurrence was planned for
 every customer. Exit status 0 when every lane kept every guarantee, 1 otherwise.

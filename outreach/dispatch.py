@@ -51,7 +51,7 @@ from outreach.render import RenderError, render_stored
 from outreach.report import RunReport
 
 CLAIM_CHUNK = 1000
-#: At most this many messages are claimed at once, however wide a channel's waves are.
+#: At most this many messages are claimed at once, however wide a channel's window of calls is.
 MAX_CLAIM = 10_000
 #: Outcomes are written at least this often (seconds) while calls are in flight, and at once when
 #: this many are waiting: few statements, and little to mark unknown after a crash.

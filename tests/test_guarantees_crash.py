@@ -5,7 +5,7 @@ so a killed process leaves exactly what production would: rows claimed (``sendin
 over, some requests accepted by the provider whose answer never arrived. Every trial serves a new
 hourly newsletter occurrence and is killed at a seeded random moment (either measured from the
 start, which lands in start-up, planning or sending, or measured from its first request to the
-provider, which lands inside a wave of sends). The next trial's run recovers what the previous one
+provider, which lands among the calls in flight). The next trial's run recovers what the previous one
 left. After the trials, once the claims expired (``claim_ttl = "1s"``), runs go on until one
 finds nothing to do, and then:
 

@@ -117,10 +117,11 @@ def test_three_dispatchers_deliver_each_of_300_messages_exactly_once(tmp_path, l
 def test_a_dispatcher_that_lost_its_expired_claim_does_not_send(tmp_path):
     """Overlap guarantee: a message is handed over once even when a slow dispatcher's claim expires.
 
-    Dispatcher A claims, then stalls past ``claim_ttl`` before its wave (a rate limit, a long GC
-    pause, a slow provider on earlier waves: with 1000 rows claimed at once and ``rate_limit = 1``
-    the last wave leaves after 16 minutes, past the default 10-minute claim). Dispatcher B, started
-    meanwhile, recovers the expired never-handed rows and sends them. A must then not send them too.
+    Dispatcher A claims, then stalls past ``claim_ttl`` before handing its batches over (a rate
+    limit, a long GC pause, a slow provider on earlier calls: with 1000 rows claimed at once and
+    ``rate_limit = 1`` the last leaves after 16 minutes, past the default 10-minute claim).
+    Dispatcher B, started meanwhile, recovers the expired never-handed rows and sends them. A must
+    then not send them too.
     """
     from outreach.dispatch import Dispatcher
     from outreach.ledger import Ledger
