@@ -442,12 +442,11 @@ class Ledger:
         for kind, address in pairs:
             by_kind.setdefault(kind, set()).add(address)
         out: dict[tuple[str, str], str] = {}
-        with self.reader.connect() as conn:
-            for kind, addresses in by_kind.items():
-                for part in _chunks(sorted(addresses)):
-                    for r in conn.execute(select(suppressions.c.address, suppressions.c.reason).where(
-                            suppressions.c.kind == kind, suppressions.c.address.in_(part))):
-                        out[(kind, r.address)] = r.reason
+        for kind, addresses in by_kind.items():
+            for address, reason in self._in_query(
+                    "SELECT address, reason FROM suppressions WHERE kind = :kind AND address {IN}",
+                    sorted(addresses), {"kind": kind}):
+                out[(kind, address)] = reason
         return out
 
     def insert_messages(self, rows: Sequence[dict[str, Any]]) -> int:
