@@ -9,6 +9,7 @@ batch (plus the events the due rules asked for), never the whole audience.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import sqlite3
@@ -240,9 +241,9 @@ class Planner:
                         rep.reasons[f"where could not be evaluated: {exc}"] += 1
             if not chosen:
                 continue
-            history = (self.ledger.history(campaign.name, [p.customer.id for p in chosen])
-                       if campaign.rule.needs_history else {})
-            ctx = SelectContext(campaign.name, self.now, self.project.tz, occurrence, history)
+            loader = functools.partial(self.ledger.history, campaign.name)
+            history = loader([p.customer.id for p in chosen]) if campaign.rule.needs_history else {}
+            ctx = SelectContext(campaign.name, self.now, self.project.tz, occurrence, history, loader)
             try:
                 found = list(campaign.rule.select(chosen, ctx))
             except Exception as exc:  # noqa: BLE001 - a rule plugin's bug stops its campaign only

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from outreach.audience import Customer, Profile
@@ -65,6 +65,21 @@ class SelectContext:
     #: This campaign's earlier messages per customer id, loaded set-wise for the batch when the
     #: rule sets ``needs_history``.
     history: Mapping[str, list[PastMessage]] = field(default_factory=dict)
+    #: Reads this campaign's earlier messages of the given customers (what :meth:`load_history`
+    #: calls); set by the planner.
+    history_loader: Callable[[Sequence[str]], Mapping[str, list[PastMessage]]] | None = \
+        field(default=None, repr=False)
+
+    def load_history(self, customer_ids: Sequence[str]) -> Mapping[str, list[PastMessage]]:
+        """This campaign's earlier messages (any state) of ``customer_ids``, in one set-wise query.
+
+        For a rule that needs the history of a few of a batch's customers only (a win-back reads
+        it for the customers who went quiet, not for everyone): call it once per batch with those
+        ids, instead of setting ``needs_history``, which loads it for the whole batch.
+        """
+        if not customer_ids or self.history_loader is None:
+            return {}
+        return self.history_loader(customer_ids)
 
     def local_now(self, customer: Customer) -> datetime:
         """Now, on the customer's own clock."""
@@ -93,7 +108,8 @@ class Rule:
     #: Category and priority a campaign gets unless it says otherwise.
     default_category: ClassVar[str] = "marketing"
     default_priority: ClassVar[int] = 0
-    #: True when :meth:`select` reads ``ctx.history``.
+    #: True when :meth:`select` reads ``ctx.history`` (loaded for every customer of the batch);
+    #: a rule that needs it for a few customers calls ``ctx.load_history`` with those instead.
     needs_history: ClassVar[bool] = False
 
     def __init__(self, campaign: str, params: Mapping[str, Any]) -> None:

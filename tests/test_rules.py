@@ -7,7 +7,7 @@ report says, or the plan rows. Scenario tests run on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -330,6 +330,38 @@ def test_reminder_never_active_customer_is_not_reminded(project):
     p.run("2026-10-02T10:00")
 
     assert [m["customer"] for m in p.outbox("email")] == ["c1"]
+
+
+def test_reminder_reads_the_history_of_quiet_customers_only():
+    """A win-back asks the ledger about the customers who went quiet, in one set-wise call, and
+    still counts their earlier reminders."""
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    from outreach.audience import Customer, Profile
+    from outreach.rule import PastMessage, SelectContext
+    from outreach.rules.reminder import Reminder
+
+    now = when("2026-10-20T10:00:00-07:00").astimezone(timezone.utc)
+    old, recent = when("2026-09-01T10:00:00-07:00"), when("2026-10-15T10:00:00-07:00")
+    profiles = [Profile(Customer("quiet"), latest={"purchase": old}),
+                Profile(Customer("active"), latest={"purchase": recent}),
+                Profile(Customer("never")),
+                Profile(Customer("reminded"), latest={"purchase": old})]
+    asked: list[list[str]] = []
+
+    def loader(ids):
+        asked.append(list(ids))
+        spell = "winback:reminded:20260901T170000Z:"
+        return {"reminded": [PastMessage(spell + "1", now - timedelta(days=3), "sent")]}
+
+    rule = Reminder("winback", {"inactive_for": timedelta(days=30), "activity": ["purchase"],
+                                "repeat_after": timedelta(days=14), "max_times": 2})
+    ctx = SelectContext("winback", now, ZoneInfo("America/Los_Angeles"), history_loader=loader)
+    found = list(rule.select(profiles, ctx))
+
+    assert asked == [["quiet", "reminded"]]
+    assert [c.key for c in found] == ["winback:quiet:20260901T170000Z:1"]
 
 
 RENEWAL_HEADER = ("id,first_name,last_name,email,phone,timezone,locale,consent_email,consent_sms,"

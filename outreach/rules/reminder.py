@@ -37,7 +37,6 @@ class Reminder(Rule):
 
     name = "reminder"
     default_priority = 30
-    needs_history = True
     params = {
         "inactive_for": Setting("duration", minimum=60, help="quiet this long before a reminder"),
         "activity": Setting("list", default=["purchase"], help="event types that count as activity"),
@@ -72,7 +71,8 @@ class Reminder(Rule):
     def _inactive(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
         quiet, every, most = (self.config["inactive_for"], self.config.get("repeat_after"),
                               self.config["max_times"])
-        activity, now, history = self.config["activity"], ctx.now, ctx.history
+        activity, now = self.config["activity"], ctx.now
+        quiet_ones: list[tuple[Profile, datetime]] = []
         for p in profiles:
             latest = p.latest
             if not latest:
@@ -86,8 +86,11 @@ class Reminder(Rule):
                 if not times:
                     continue
                 last = max(times)
-            if now - last < quiet:
-                continue
+            if now - last >= quiet:
+                quiet_ones.append((p, last))
+        # Earlier reminders matter only for the customers who went quiet: their history alone is read.
+        history = ctx.load_history([p.customer.id for p, _ in quiet_ones])
+        for p, last in quiet_ones:
             cid = p.customer.id
             spell = f"{self.campaign}:{cid}:{key_time(last)}:"
             past = history.get(cid)
