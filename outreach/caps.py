@@ -65,6 +65,12 @@ class Limits:
         self.one_is_free = all(c.max >= 1 for c in self.caps)
         self._positive = all(c.max > 0 for c in self.caps)
         self._by_channel: dict[str, list[tuple[str | None, float, int, str]]] = {}
+        self._scoped = {_reason(c) for c in self.caps if c.channel is not None}
+
+    def scoped(self, reason: str) -> bool:
+        """Whether ``reason`` (from :meth:`check`) is a cap on one channel, which another channel
+        may escape; a cap on all channels holds whatever the channel."""
+        return reason in self._scoped
 
     def _for(self, channel: str) -> list[tuple[str | None, float, int, str]]:
         found = self._by_channel.get(channel)

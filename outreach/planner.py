@@ -301,7 +301,7 @@ class Planner:
                 if record:
                     skips.append(self._skip_row(campaign, cand, kind, reason))
 
-        planned, capped = self._allocate(accepted)
+        planned, capped = self._allocate(accepted, ctx)
         for a, reason in capped:
             reps[a.campaign.name].refuse("capped", reason)
             if on_row:
@@ -420,11 +420,12 @@ class Planner:
                                     "; ".join(f"{ch}: {r.reason}" for ch, r in refusals)))
         return refused
 
-    def _allocate(self, accepted: list[_Accepted]):
+    def _allocate(self, accepted: list[_Accepted], ctx: DecisionContext):
         """Apply frequency caps per customer, highest priority first. Returns (planned, capped).
 
         Transactional sends are planned as they are (first, in order); marketing sends are
-        grouped by customer and checked against what the ledger counts around them.
+        grouped by customer and checked against what the ledger counts around them. A send held
+        back by a cap on its channel falls back to the campaign's next channels (:meth:`_fall_back`).
         """
         caps = self.project.caps
         if not caps:
@@ -467,14 +468,68 @@ class Planner:
             items = list(used or ())
             if len(mine) > 1:
                 mine.sort(key=_priority_order)
+            read_to = top + width  # how far ahead this customer's counted messages are known
             for a in mine:
                 reason = check(items, a.channel, a.at)
+                if reason and limits.scoped(reason) and a.channel != a.campaign.channels[-1]:
+                    a, reason, read_to = self._fall_back(a, reason, items, read_to, ctx)
                 if reason:
                     capped.append((a, reason))
                 else:
                     items.append((a.channel, a.at))
                     planned.append(a)
         return planned, capped
+
+    def _fall_back(self, a: _Accepted, reason: str, items: list[tuple[str, int]], read_to: int,
+                   ctx: DecisionContext) -> tuple[_Accepted, str | None, int]:
+        """When a cap on one channel holds ``a`` back, the campaign's next channels in its order.
+
+        A customer whose one SMS a day is spent still gets the campaign by email when the campaign
+        lists email after SMS and they can receive it: the same choice the policy chain makes when
+        a channel cannot be used at all. Each next channel goes through the whole chain (consent,
+        address, suppression, quiet hours) and then the caps. Returns (the choice, None, ...) when
+        one fits; otherwise (``a``, why, ...): the cap's reason when no other channel could be
+        used, or each capped channel's reason.
+
+        ``items`` are the customer's counted messages, read up to ``read_to``; a channel whose
+        send is deferred past that (an SMS held to the morning) reads the rest of the window for
+        this customer alone, a rare query outside the batch's set-wise one.
+        """
+        limits = self._limits
+        assert limits is not None and self._check is not None and self._decide is not None
+        cand, campaign, now = a.candidate, a.campaign, self.now
+        reasons = [(a.channel, reason)]
+        original = a
+        channels = campaign.channels
+        for ch in channels[channels.index(a.channel) + 1:]:
+            info = self.channel_info[ch]
+            if self._check(cand, info, ctx) is not None:
+                continue
+            kind = info.address_kind
+            address, _ = normalize(kind, cand.customer.email if kind == "email"
+                                   else cand.customer.phone)
+            send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
+            verdict = self._decide(cand, Choice(info, address, send_at), ctx)
+            if isinstance(verdict, Refusal):
+                continue
+            choice = (_Accepted(campaign, cand, ch, address, send_at) if verdict is None else
+                      _Accepted(campaign, cand, ch, address, max(send_at, verdict.until),
+                                verdict.reason))
+            choice.at = epoch(choice.send_at)
+            if choice.at + limits.width > read_to:
+                more = self.ledger.cap_usage([cand.customer.id], read_to - 1,
+                                             choice.at + limits.width)
+                items.extend(more.get(cand.customer.id, ()))
+                read_to = choice.at + limits.width
+            why = limits.check(items, ch, choice.at)
+            if why is None:
+                return choice, None, read_to
+            reasons.append((ch, why))
+            if not limits.scoped(why):
+                break  # a cap on every channel: no other channel can help
+        if len(reasons) == 1:
+            return original, reason, read_to
+        return original, "; ".join(f"{ch}: {why}" for ch, why in reasons), read_to
 
     # ------------------------------------------------------------------ rows
     def _variables(self, a: _Accepted) -> dict[str, Any]:

@@ -5,7 +5,7 @@ messages do not count. Scenario tests run on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from outreach import caps as caps_mod
 from outreach.config import CapRule
@@ -275,3 +275,112 @@ def test_usage_counts_both_ways_around_a_send_and_by_channel():
     assert caps_mod.check([day], caps_mod.Usage([]), "email", t) is None
     assert caps_mod.widest([day, CapRule(3, timedelta(days=7))]) == 7 * 86_400
     assert caps_mod.widest([]) == 0
+
+
+# ------------------------------------------------------------------ a cap on one channel
+SMS_A_DAY = '[[caps]]\nchannel = "sms"\nmax = 1\nper = "1d"\n'
+EMAIL_A_DAY = '[[caps]]\nchannel = "email"\nmax = 1\nper = "1d"\n'
+
+
+def both(priority: int, channels: str = '"sms", "email"') -> str:
+    return (f'rule = "thank_you"\nchannels = [{channels}]\npriority = {priority}\n'
+            '[email]\nsubject = "Hello {{ customer.first_name }}"\nbody = "..."\n'
+            '[sms]\nbody = "Hello {{ customer.first_name }}"\n')
+
+
+def test_a_cap_on_one_channel_falls_back_to_the_campaigns_next_channel(project):
+    """The day's one SMS went to the more important campaign: the other still reaches the
+    customer by email, the next channel it lists, instead of being capped."""
+    p = project
+    p.configure(caps=SMS_A_DAY)
+    p.customers(ANI)
+    p.events("e1,c1,purchase,2026-11-24T09:00:00-08:00")
+    p.campaign("high", thanks(priority=50, channel="sms"))
+    p.campaign("low", both(priority=10))
+
+    rows: list = []
+    report = p.run("2026-11-24T10:00", rows=rows)
+
+    assert keys(p, "sms") == ["high:e1"]
+    assert keys(p, "email") == ["low:e1"]
+    assert [(r.key, r.decision, r.channel) for r in rows if r.key == "low:e1"] == [
+        ("low:e1", "send", "email")]
+    assert (report.campaigns["low"].capped, report.campaigns["low"].sent) == (0, 1)
+
+
+def test_no_fall_back_to_a_channel_the_customer_cannot_receive(project):
+    p = project
+    p.configure(caps=SMS_A_DAY)
+    p.customers("c1,Ani,Petrosyan,ani@example.com,+37491234567,America/Los_Angeles,hy,no,yes,")
+    p.events("e1,c1,purchase,2026-11-24T09:00:00-08:00")
+    p.campaign("high", thanks(priority=50, channel="sms"))
+    p.campaign("low", both(priority=10))
+
+    report = p.run("2026-11-24T10:00")
+
+    assert keys(p, "email") == []
+    assert report.campaigns["low"].capped == 1
+    assert dict(report.campaigns["low"].reasons) == {"cap of 1 sms message per 1d reached": 1}
+
+
+def test_every_channel_capped_names_each_cap(project):
+    p = project
+    p.configure(caps=SMS_A_DAY + EMAIL_A_DAY)
+    p.customers(ANI)
+    p.events("e1,c1,purchase,2026-11-24T09:00:00-08:00")
+    p.campaign("a-sms", thanks(priority=50, channel="sms"))
+    p.campaign("b-email", thanks(priority=40))
+    p.campaign("c-both", both(priority=10))
+
+    report = p.run("2026-11-24T10:00")
+
+    assert (keys(p, "sms"), keys(p, "email")) == (["a-sms:e1"], ["b-email:e1"])
+    assert dict(report.campaigns["c-both"].reasons) == {
+        "sms: cap of 1 sms message per 1d reached; email: cap of 1 email message per 1d reached": 1}
+
+
+def test_a_cap_on_every_channel_is_not_escaped_by_another_channel(project):
+    p = project
+    p.configure(caps=ONE_A_DAY)
+    p.customers(ANI)
+    p.events("e1,c1,purchase,2026-11-24T09:00:00-08:00")
+    p.campaign("high", thanks(priority=50, channel="sms"))
+    p.campaign("low", both(priority=10))
+
+    report = p.run("2026-11-24T10:00")
+
+    assert keys(p, "email") == []
+    assert dict(report.campaigns["low"].reasons) == {"cap of 1 message per 1d reached": 1}
+
+
+def test_a_fall_back_deferred_to_the_morning_counts_what_is_planned_around_the_morning(project):
+    """At 23:00 the day's email is spent, so the campaign falls back to SMS, held by quiet hours
+    until 08:00. An SMS already planned for the next night (01:00, well past what the batch read
+    for a send at 23:00) is within a day of 08:00: the SMS cap holds."""
+    p = project
+    p.configure(caps=SMS_A_DAY + EMAIL_A_DAY,
+                quiet_hours='[quiet_hours]\nsms = { start = "21:00", end = "08:00" }\n')
+    p.customers(ANI)
+    p.events("e1,c1,purchase,2026-11-24T22:00:00-08:00")
+    p.campaign("a-email", thanks(priority=50))
+    p.campaign("b-both", both(priority=10, channels='"email", "sms"'))
+    ledger = p.ledger()
+    try:
+        version = ledger.store_version("earlier", "v1", {"name": "earlier"})
+        at = int(datetime.fromisoformat("2026-11-26T01:00:00-08:00").timestamp())
+        ledger.insert_messages([{
+            "key": "earlier:c1", "campaign": "earlier", "version_id": version, "customer_id": "c1",
+            "channel": "sms", "address": "+37491234567", "name": "Ani Petrosyan", "locale": "hy",
+            "variables": "{}", "category": "marketing", "priority": 0, "state": "deferred",
+            "not_before": at, "due_at": at, "run_id": None}])
+    finally:
+        ledger.close()
+
+    rows: list = []
+    report = p.run("2026-11-24T23:00", rows=rows)
+
+    assert keys(p, "email") == ["a-email:e1"]
+    assert dict(report.campaigns["b-both"].reasons) == {
+        "email: cap of 1 email message per 1d reached; sms: cap of 1 sms message per 1d reached": 1}
+
+    assert keys(p, "sms") == []
