@@ -10,7 +10,7 @@ is considered, so a crash can neither skip nor double an occurrence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -35,14 +35,35 @@ class Due:
 
 
 def latest_fire(schedule: str, now: datetime, tz: ZoneInfo) -> datetime:
-    """The latest fire time at or before ``now`` (croniter's get_prev is strictly before)."""
-    return croniter(schedule, now.astimezone(tz) + timedelta(seconds=1)).get_prev(datetime)
+    """The latest fire time at or before ``now`` (croniter's get_prev is strictly before).
+
+    Stepping back across a fall-back, croniter lands on the first of a repeated hour's fire
+    times (at 01:30 PST it answers 01:00 PDT, not 01:00 PST); stepping forward it yields them
+    all. So the answer is walked forward to the last fire time not after ``now``.
+    """
+    fire = croniter(schedule, now.astimezone(tz) + timedelta(seconds=1)).get_prev(datetime)
+    ahead = croniter(schedule, fire)
+    # Compared in UTC: two times in one zone compare by their wall clocks, fold ignored.
+    limit = now.astimezone(timezone.utc)
+    # Off a fall-back night this is one step; on it, at most the repeated hour's fire times.
+    while (nxt := ahead.get_next(datetime)) <= limit:
+        fire = nxt
+    return fire
 
 
 def _same_wall_time(a: datetime, b: datetime, tz: ZoneInfo) -> bool:
     """True when two instants read the same on the local clock (the repeated hour of a fall-back)."""
     return a.astimezone(tz).replace(tzinfo=None, fold=0) == b.astimezone(tz).replace(tzinfo=None,
                                                                                       fold=0)
+
+
+def _every_hour(schedule: str) -> bool:
+    """Whether the schedule fires in every hour of the day (a wildcard hour field).
+
+    As cron does: a job at a fixed hour ("30 1 * * *") runs once when the clocks fall back and
+    01:30 comes round again, but an hourly job runs in every real hour, the repeated one too.
+    """
+    return croniter(schedule).expanded[1] == ["*"]
 
 
 def next_fire(schedule: str, after: datetime, tz: ZoneInfo) -> datetime:
@@ -71,7 +92,7 @@ def due(schedule: str | None, start: datetime | None, state: tuple[int | None, i
         floor = start
     else:
         floor = from_epoch(last)
-    if last is not None and _same_wall_time(fire, floor, tz):
+    if last is not None and _same_wall_time(fire, floor, tz) and not _every_hour(schedule):
         # Clocks fell back and the fire time came round again: cron's "01:30" is one occurrence.
         return Due(False, note=f"next occurrence {next_fire(schedule, now, tz).isoformat()}")
     if fire > floor or (last is None and fire >= floor):

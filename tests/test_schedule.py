@@ -4,10 +4,11 @@ occurrences and cron across DST changes. Scenario tests run on SQLite and on Pos
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
 
 from outreach.ledger import epoch
 from outreach.schedule import due, latest_fire, next_fire
@@ -276,3 +277,43 @@ def test_daily_cron_in_the_repeated_hour_fires_once(project):
         p.run(now)
 
     assert len(keys(p)) - before == 2  # one issue for each of the two customers
+
+
+def test_hourly_cron_fires_in_the_repeated_hour_too(project):
+    """Cron runs an hourly job in every real hour: 01:00 comes twice the night clocks fall back,
+    and each is an occurrence (only a job at a fixed hour runs once)."""
+    p = project
+    p.customers(CUSTOMERS.strip().splitlines()[1])
+    p.campaign("news", news("0 * * * *", start="2026-10-31"))
+
+    for now in ("2026-11-01T00:30:00-07:00", "2026-11-01T01:30:00-07:00",
+                "2026-11-01T01:30:00-08:00", "2026-11-01T01:45:00-08:00",
+                "2026-11-01T02:30:00-08:00"):
+        p.run(now)
+
+    assert keys(p) == [f"news:20261101T{h:02d}0000Z:c2" for h in (7, 8, 9, 10)]
+    assert [m["body"][-14:] for m in p.outbox("email")] == [
+        "00:00:00-07:00", "01:00:00-07:00", "01:00:00-08:00", "02:00:00-08:00"]
+
+
+@pytest.mark.parametrize("schedule", ["*/5 * * * *", "0 * * * *", "15,45 * * * *",
+                                      "30 1 * * *", "0 2 * * *"])
+@pytest.mark.parametrize("zone, night", [
+    ("America/Los_Angeles", "2026-11-01"), ("America/Los_Angeles", "2026-03-08"),
+    ("Europe/London", "2026-10-25"), ("Australia/Lord_Howe", "2026-04-05"),  # a 30-minute change
+])
+def test_latest_fire_through_dst_changes_matches_the_fire_times_in_order(schedule, zone, night):
+    """Every 11 minutes through a night of DST change, the latest fire time is the last of the
+    schedule's fire times (as croniter lists them going forward) at or before now."""
+    tz = ZoneInfo(zone)
+    day = datetime.fromisoformat(night).replace(tzinfo=UTC)
+    ahead = croniter(schedule, (day - timedelta(days=3)).astimezone(tz))
+    fires: list[datetime] = []
+    while not fires or fires[-1] < day + timedelta(days=2):
+        fires.append(ahead.get_next(datetime))
+    now = day - timedelta(hours=12)  # each change falls within this window (UTC)
+    while now < day + timedelta(hours=14):
+        expected = max((f for f in fires if f.timestamp() <= now.timestamp()), key=datetime.timestamp)
+        for at in (now, now.astimezone(tz)):  # whichever zone ``now`` comes in
+            assert latest_fire(schedule, at, tz).timestamp() == expected.timestamp(), (at, schedule)
+        now += timedelta(minutes=11)
