@@ -209,7 +209,8 @@ class CSVSource(Source):
                      if name not in _STANDARD and not name.startswith("consent_")]
             width = len(header)
             # The hot loop of a million-customer run: columns are picked by precomputed indexes,
-            # and the few distinct consent and tag cells are parsed once each, not once per row.
+            # and the few distinct consent and tag cells are parsed once each, not once per row
+            # (consent cells that cannot be used are parsed again for each row they are reported on).
             parse = _row_parser([std[name] for name in _STANDARD], extra)
             consent_idx = [i for _, i in consent_cols]
             consent_names = [channel for channel, _ in consent_cols]
