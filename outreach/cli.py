@@ -233,8 +233,9 @@ def validate(state: _State, as_json: bool) -> None:
     failures = [f"plugin {f.name}: {f.error}" for f in state.plugins.registry.failures]
     if project is not None:
         failures += [str(w) for w in project.warnings]
+    campaigns = sorted(project.campaigns) if project else []
     result = {"ok": not problems, "problems": problems, "plugin_failures": failures,
-              "campaigns": sorted(project.campaigns) if project else []}
+              "campaigns": campaigns}
     if as_json:
         _emit_json(result)
     else:
@@ -243,8 +244,8 @@ def validate(state: _State, as_json: bool) -> None:
         for f in failures:
             err.print(f"warning: {f}", markup=False)
         if not problems:
-            out.print(f"ok: {len(result['campaigns'])} campaign(s) valid: "
-                      f"{', '.join(result['campaigns'])}", markup=False)
+            out.print(f"ok: {len(campaigns)} campaign(s) valid: {', '.join(campaigns)}",
+                      markup=False)
     sys.exit(EXIT_OK if not problems else EXIT_CONFIG)
 
 
@@ -446,25 +447,22 @@ def status(state: _State, as_json: bool) -> None:
         problems = ledger.problems()
     finally:
         ledger.close()
-    data = {
-        "states": {s: counts.get(s, 0) for s in ("queued", "sending", "deferred", "sent", "failed",
-                                                  "unknown")},
-        "problems": problems,
-        "runs": [{"id": r["id"], "command": r["command"], "status": r["status"],
-                  "started_at": from_epoch(r["started_at"]).isoformat(),
-                  "finished_at": from_epoch(r["finished_at"]).isoformat() if r["finished_at"] else None,
-                  "totals": (r["summary"] or {}).get("totals")} for r in runs],
-    }
+    states = {s: counts.get(s, 0) for s in ("queued", "sending", "deferred", "sent", "failed",
+                                            "unknown")}
+    shown = [{"id": r["id"], "command": r["command"], "status": r["status"],
+              "started_at": from_epoch(r["started_at"]).isoformat(),
+              "finished_at": from_epoch(r["finished_at"]).isoformat() if r["finished_at"] else None,
+              "totals": (r["summary"] or {}).get("totals")} for r in runs]
     if as_json:
-        _emit_json(data)
+        _emit_json({"states": states, "problems": problems, "runs": shown})
         return
-    out.print("messages: " + ", ".join(f"{k} {v}" for k, v in data["states"].items()), markup=False)
+    out.print("messages: " + ", ".join(f"{k} {v}" for k, v in states.items()), markup=False)
     for p in problems:
         out.print(f"  {p['count']} {p['state']}: {p['error']}", markup=False)
     table = Table(title="recent runs", title_justify="left")
     for col in ("started", "finished", "command", "status", "sent", "failed", "unknown"):
         table.add_column(col)
-    for r in data["runs"]:
+    for r in shown:
         t = r["totals"] or {}
         table.add_row(r["started_at"], r["finished_at"] or "(running or stopped)", r["command"],
                       r["status"], str(t.get("sent", "")), str(t.get("failed", "")),

@@ -369,7 +369,7 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
             problems.append(Problem(f, key, "channel names use letters, digits, - and _"))
         plugin = spec.get("plugin")
         cls = plugins.registry.channels.get(plugin) if isinstance(plugin, str) else None
-        if cls is None:
+        if not isinstance(plugin, str) or cls is None:
             known = ", ".join(sorted(plugins.registry.channels))
             # Only the campaigns that use this channel fail (its plugin may have failed to load).
             unavailable[name] = (f"expected a registered channel type ({known}) at {key}.plugin, "
@@ -448,12 +448,13 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
     if isinstance(name, str) and not _NAME.match(name):
         problems.append(Problem(f, "name", "expected letters, digits, - and _ (at most 63)"))
 
-    rule_cls = plugins.registry.rules.get(v.get("rule")) if isinstance(v.get("rule"), str) else None
+    rule_name = v.get("rule")
+    rule_cls = plugins.registry.rules.get(rule_name) if isinstance(rule_name, str) else None
     rule = None
     if rule_cls is None and "rule" in v:
         known = ", ".join(sorted(plugins.registry.rules))
         problems.append(Problem(f, "rule", f"expected a registered rule ({known}), got "
-                                           f"{v.get('rule')!r}{plugins.registry.failure_hint()}"))
+                                           f"{rule_name!r}{plugins.registry.failure_hint()}"))
     elif rule_cls is not None:
         params = data.get("params", {})
         if not isinstance(params, dict):
@@ -523,7 +524,8 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
     if problems or rule is None:
         return None
     campaign = Campaign(
-        name=name, file=path, rule_name=v["rule"], rule=rule, channels=list(chosen),
+        # With no problems every required key is there: name and rule are strings.
+        name=v["name"], file=path, rule_name=v["rule"], rule=rule, channels=list(chosen),
         category=category, priority=priority, templates=tmpl, schedule=schedule, start=start,
         where=where, description=v.get("description") or "", sample=sample,
     )
@@ -622,7 +624,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-SAMPLE_CUSTOMER = {
+SAMPLE_CUSTOMER: dict[str, str | list[str]] = {
     "id": "sample", "first_name": "Ani", "last_name": "Petrosyan", "email": "ani@example.com",
     "phone": "+37491234567", "timezone": "Asia/Yerevan", "locale": "hy", "tags": ["vip"],
 }
@@ -636,7 +638,7 @@ def sample_variables(campaign: Campaign, tz: ZoneInfo, now: datetime | None = No
     the rule's own sample variables (``[sample.event]`` for event attributes), any other table of
     ``[sample]``, and what plugins add through ``outreach_template_context``."""
     now = now or datetime.now(tz)
-    customer = dict(SAMPLE_CUSTOMER)
+    customer: dict[str, Any] = dict(SAMPLE_CUSTOMER)  # [sample.customer] may set any TOML value
     customer.update(campaign.sample.get("customer", {}) if isinstance(campaign.sample.get("customer"),
                                                                           dict) else {})
     if locale:

@@ -27,14 +27,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
 
 import filelock
 from sqlalchemy import (
     BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
     create_engine, event, func, insert, select, text, update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from outreach.errors import LedgerBusy, OutreachError
@@ -142,8 +142,16 @@ def epoch(value: datetime) -> int:
     return int(value.timestamp())
 
 
+@overload
+def from_epoch(value: int) -> datetime: ...
+
+
+@overload
+def from_epoch(value: None) -> None: ...
+
+
 def from_epoch(value: int | None) -> datetime | None:
-    """An aware UTC datetime from stored seconds."""
+    """An aware UTC datetime from stored seconds (None for a NULL column)."""
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 
@@ -335,10 +343,12 @@ class Ledger:
                 campaign_versions.c.campaign == campaign, campaign_versions.c.hash == version)).scalar()
             if found is not None:
                 return found
-            return conn.execute(insert(campaign_versions).values(
+            key = conn.execute(insert(campaign_versions).values(
                 campaign=campaign, hash=version, created_at=wall_clock(),
                 content=json.dumps(content, ensure_ascii=False, sort_keys=True),
-            )).inserted_primary_key[0]
+            )).inserted_primary_key
+            assert key is not None  # a single-row INSERT without RETURNING: SQLAlchemy reads it
+            return key[0]
 
     def version_content(self, version_id: int) -> dict[str, Any]:
         """The stored content of a campaign version (cached: versions never change)."""
@@ -390,7 +400,7 @@ class Ledger:
                 stmt = sql.replace("{IN}", "IN (SELECT value FROM json_each(:vals))")
                 # Straight through the sqlite3 connection: one SELECT is atomic on its own, and
                 # plain tuples save SQLAlchemy's Row per row (~1 µs; a million rows a large plan).
-                raw = conn.connection.driver_connection
+                raw = _sqlite3_of(conn)
                 return raw.execute(stmt, {"vals": json.dumps(list(values)), **(params or {})}
                                    ).fetchall()
             for part in _chunks(list(values)):
@@ -469,7 +479,7 @@ class Ledger:
                        f"VALUES ({marks}, {int(stamp)}, {int(stamp)}, 0) "
                        "ON CONFLICT (key) DO NOTHING")
                 if self.is_sqlite:
-                    raw = conn.connection.driver_connection
+                    raw = _sqlite3_of(conn)
                     before = raw.total_changes
                     raw.executemany(sql, values)
                     written += raw.total_changes - before
@@ -888,6 +898,13 @@ def _first_line(exc: BaseException) -> str:
 
 _JSON_OK: dict[int, bool] = {}
 _NAMED = re.compile(r"(?<!:):(\w+)")
+
+
+def _sqlite3_of(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under an open SQLAlchemy connection (pysqlite's driver connection)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None  # None only once a connection is closed or invalidated
+    return raw
 
 
 def _sqlite_has_json(conn) -> bool:

@@ -15,17 +15,17 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 from outreach import caps as caps_mod
 from outreach import templates
-from outreach.audience import Customer, Event, Profile, RowProblem
+from outreach.audience import Customer, Event, Profile, RowProblem, Source
 from outreach.config import Campaign, Project
-from outreach.decision import ChannelInfo, Choice, DecisionContext, Refusal
+from outreach.decision import ChannelInfo, Choice, DecisionContext, Defer, Refusal
 from outreach.ledger import Ledger, epoch
 from outreach.plugins import Plugins
 from outreach.policy.addresses import normalize, raw_address
-from outreach.report import RunReport
+from outreach.report import CampaignReport, RunReport
 from outreach.rule import Candidate, SelectContext
 from outreach.schedule import due as due_at
 from outreach.sources.csv_source import CSVSource
@@ -33,6 +33,14 @@ from outreach.sources.csv_source import CSVSource
 
 #: A suppression list up to this long is read whole once per run rather than queried per batch.
 _SUPPRESSIONS_IN_MEMORY = 100_000
+
+#: The policy chain as the planner calls it: ``outreach_check_channel`` and ``outreach_decide``.
+_Policy = tuple[Callable[[Candidate, ChannelInfo, DecisionContext], Refusal | None],
+                Callable[[Candidate, Choice, DecisionContext], Refusal | Defer | None]]
+
+#: ``normalize`` for a channel the policy chain let through: its addresses step refuses every
+#: address that does not normalise, so the address is there (and is not checked per candidate).
+_chosen_address = cast(Callable[[str, str | None], tuple[str, None]], normalize)
 
 
 @dataclass
@@ -109,8 +117,7 @@ class Planner:
         self._suppressed_all: dict[tuple[str, str], str] | None = None
         self._suppressions_small = False
         # The policy hooks' callers and the caps' precomputed form, made on first use.
-        self._check: Callable[..., Any] | None = None
-        self._decide: Callable[..., Any] | None = None
+        self._policy: _Policy | None = None
         self._limits: caps_mod.Limits | None = None
 
     # ------------------------------------------------------------------ due
@@ -172,7 +179,7 @@ class Planner:
     def _row_problem(self, problem: RowProblem) -> None:
         self.report.add_row_problem(str(problem))
 
-    def _collect_events(self, source, due: list[Campaign]):
+    def _collect_events(self, source: Source, due: list[Campaign]):
         """The events the due rules asked for, by customer; and the latest activity per customer."""
         needs = [n for n in (c.rule.event_needs(self.now) for c in due) if n]
         if not needs:
@@ -180,32 +187,35 @@ class Planner:
         types = frozenset().union(*(n.types for n in needs))
         latest_types = frozenset().union(*(n.latest for n in needs))
         sinces = [n.since for n in needs if n.types]
-        since = None if latest_types or not sinces or None in sinces else min(sinces)
-        event_since = min((s for s in sinces if s is not None), default=None)
+        dated = [s for s in sinces if s is not None]
+        since = None if latest_types or not sinces or len(dated) < len(sinces) else min(dated)
+        event_since = min(dated, default=None)
         events: dict[str, list[Event]] = {}
         latest = _Activity()
         now = self.now
         wanted = types | latest_types
-        rows = getattr(source, "event_rows", None)
-        attributes = getattr(source, "event_attributes", None)
-        # Only the built-in source's own events() (a subclass overriding it is asked through it).
-        light = isinstance(source, CSVSource) and type(source).events is CSVSource.events
-        if light:
-            # The CSV source hands raw rows: an Event is built only for the few events a rule
-            # receives, not for every purchase whose time alone is wanted.
-            scan = rows(wanted, since, self._row_problem)
-        else:
-            scan = ((e.id, e.customer_id, e.type, e.time, e)
-                    for e in source.events(wanted, since, self._row_problem))
         try:
-            for eid, cid, etype, when, raw in scan:
-                if when > now:
-                    continue  # an event from the future (or a replayed --now) has not happened yet
-                if etype in latest_types:
-                    latest.add(cid, etype, when)
-                if etype in types and (event_since is None or when >= event_since):
-                    event = Event(eid, cid, etype, when, attributes(raw)) if light else raw
-                    events.setdefault(cid, []).append(event)
+            # Only the built-in source's own events() (a subclass overriding it is asked through it).
+            if isinstance(source, CSVSource) and type(source).events is CSVSource.events:
+                # The CSV source hands raw rows: an Event is built only for the few events a rule
+                # receives, not for every purchase whose time alone is wanted.
+                attributes = source.event_attributes
+                for eid, cid, etype, when, row in source.event_rows(wanted, since, self._row_problem):
+                    if when > now:
+                        continue  # an event from the future (or a replayed --now) has not happened yet
+                    if etype in latest_types:
+                        latest.add(cid, etype, when)
+                    if etype in types and (event_since is None or when >= event_since):
+                        events.setdefault(cid, []).append(Event(eid, cid, etype, when, attributes(row)))
+            else:
+                for event in source.events(wanted, since, self._row_problem):
+                    cid, etype, when = event.customer_id, event.type, event.time
+                    if when > now:
+                        continue  # as above
+                    if etype in latest_types:
+                        latest.add(cid, etype, when)
+                    if etype in types and (event_since is None or when >= event_since):
+                        events.setdefault(cid, []).append(event)
         except BaseException:
             latest.close()  # its temporary file, when it spilled to one
             raise
@@ -243,9 +253,10 @@ class Planner:
                 continue
             loader = functools.partial(self.ledger.history, campaign.name)
             history = loader([p.customer.id for p in chosen]) if campaign.rule.needs_history else {}
-            ctx = SelectContext(campaign.name, self.now, self.project.tz, occurrence, history, loader)
+            select_ctx = SelectContext(campaign.name, self.now, self.project.tz, occurrence, history,
+                                       loader)
             try:
-                found = list(campaign.rule.select(chosen, ctx))
+                found = list(campaign.rule.select(chosen, select_ctx))
             except Exception as exc:  # noqa: BLE001 - a rule plugin's bug stops its campaign only
                 rep.error = f"rule {campaign.rule_name!r} failed: {type(exc).__name__}: {exc}"
                 groups = [(c, xs) for c, xs in groups if c is not campaign]
@@ -344,7 +355,8 @@ class Planner:
             return self._suppressed_all
         return self.ledger.suppressed(self._addresses(groups))
 
-    def _drop_repeats(self, found, reps):
+    def _drop_repeats(self, found: list[tuple[Campaign, Candidate]],
+                      reps: Mapping[str, CampaignReport]) -> list[tuple[Campaign, Candidate]]:
         """Keep the first candidate of each key: a customer listed twice gets one message."""
         seen: set[str] = set()
         kept = []
@@ -370,6 +382,12 @@ class Planner:
                         pairs.add((kind, address or raw))
         return pairs
 
+    def _policy_callers(self) -> _Policy:
+        """The policy hooks' callers, made on first use (after every plugin is registered)."""
+        if self._policy is None:
+            self._policy = (self.plugins.check_caller(), self.plugins.decide_caller())
+        return self._policy
+
     def _decide_all(self, campaign: Campaign, cands: list[Candidate], ctx: DecisionContext,
                     accepted: list[_Accepted]) -> list[tuple[Candidate, str, str | None, str]]:
         """The policy chain for one campaign's candidates, in order.
@@ -382,10 +400,7 @@ class Planner:
         :meth:`Plugins.check_caller` / :meth:`Plugins.decide_caller`, which call exactly the
         implementations (and in the order) that ``check_channel`` and ``decide`` would.
         """
-        if self._check is None:
-            self._check = self.plugins.check_caller()
-            self._decide = self.plugins.decide_caller()
-        check, decide = self._check, self._decide
+        check, decide = self._policy_callers()
         steps = [(ch, self.channel_info[ch]) for ch in campaign.channels]
         now = self.now
         refused: list[tuple[Candidate, str, str | None, str]] = []
@@ -397,8 +412,8 @@ class Planner:
                     refusals.append((ch, refusal))
                     continue
                 kind = info.address_kind
-                address, _ = normalize(kind, cand.customer.email if kind == "email"
-                                       else cand.customer.phone)
+                address, _ = _chosen_address(kind, cand.customer.email if kind == "email"
+                                             else cand.customer.phone)
                 send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
                 verdict = decide(cand, Choice(info, address, send_at), ctx)
                 if verdict is None:
@@ -454,6 +469,7 @@ class Planner:
                 mine.append(a)
         if top is None:  # nothing but transactional sends
             return accepted, []
+        policy = self._policy_callers()  # a send a cap holds back asks it about its next channels
         width = limits.width
         usage = self.ledger.cap_usage(sorted(by_customer), now_at - width, top + width)
         capped = []
@@ -472,7 +488,8 @@ class Planner:
             for a in mine:
                 reason = check(items, a.channel, a.at)
                 if reason and limits.scoped(reason) and a.channel != a.campaign.channels[-1]:
-                    a, reason, read_to = self._fall_back(a, reason, items, read_to, ctx)
+                    a, reason, read_to = self._fall_back(a, reason, items, read_to, ctx, limits,
+                                                         policy)
                 if reason:
                     capped.append((a, reason))
                 else:
@@ -481,7 +498,8 @@ class Planner:
         return planned, capped
 
     def _fall_back(self, a: _Accepted, reason: str, items: list[tuple[str, int]], read_to: int,
-                   ctx: DecisionContext) -> tuple[_Accepted, str | None, int]:
+                   ctx: DecisionContext, limits: caps_mod.Limits,
+                   policy: _Policy) -> tuple[_Accepted, str | None, int]:
         """When a cap on one channel holds ``a`` back, the campaign's next channels in its order.
 
         A customer whose one SMS a day is spent still gets the campaign by email when the campaign
@@ -495,21 +513,20 @@ class Planner:
         send is deferred past that (an SMS held to the morning) reads the rest of the window for
         this customer alone, a rare query outside the batch's set-wise one.
         """
-        limits = self._limits
-        assert limits is not None and self._check is not None and self._decide is not None
+        check, decide = policy
         cand, campaign, now = a.candidate, a.campaign, self.now
         reasons = [(a.channel, reason)]
         original = a
         channels = campaign.channels
         for ch in channels[channels.index(a.channel) + 1:]:
             info = self.channel_info[ch]
-            if self._check(cand, info, ctx) is not None:
+            if check(cand, info, ctx) is not None:
                 continue
             kind = info.address_kind
-            address, _ = normalize(kind, cand.customer.email if kind == "email"
-                                   else cand.customer.phone)
+            address, _ = _chosen_address(kind, cand.customer.email if kind == "email"
+                                         else cand.customer.phone)
             send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
-            verdict = self._decide(cand, Choice(info, address, send_at), ctx)
+            verdict = decide(cand, Choice(info, address, send_at), ctx)
             if isinstance(verdict, Refusal):
                 continue
             choice = (_Accepted(campaign, cand, ch, address, send_at) if verdict is None else
@@ -638,7 +655,8 @@ class _Activity:
             self.db.execute("PRAGMA synchronous=OFF")
             self.db.execute("CREATE TABLE latest (cid TEXT, type TEXT, us INTEGER, seq INTEGER, "
                             "off INTEGER, fold INTEGER, zone INTEGER, value BLOB)")
-        rows = []
+        # (cid, type, us, seq, off, fold, zone code, pickled time): a zone code, or else a pickle
+        rows: list[tuple[str, str, int, int, int, int, int | None, bytes | None]] = []
         seq = self._seq
         utc = timezone.utc
         utc_code = self._zone_code(utc)

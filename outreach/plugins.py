@@ -231,7 +231,7 @@ class Plugins:
     # introspection -----------------------------------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:
         """What ``outreach plugins`` shows: each plugin, its version, hooks, channels and rules."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is None:
                 continue
@@ -279,7 +279,7 @@ def _make_register(registry: Registry, kind: str, base: type, plugin_name: str):
         name = getattr(cls, attr, "")
         if not name or not isinstance(name, str):
             raise TypeError(f"{plugin_name} registered {cls.__name__} without a {attr}")
-        if kind == "channels" and cls.address not in ("email", "phone"):
+        if kind == "channels" and issubclass(cls, Channel) and cls.address not in ("email", "phone"):
             raise TypeError(f"channel {name!r} of {plugin_name}: address must be 'email' or "
                             f"'phone', not {cls.address!r}")
         if name in table and table[name] is not cls:

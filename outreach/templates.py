@@ -205,7 +205,8 @@ def check_syntax(field: str, source: str) -> str | None:
     try:
         compile_template(field, source)
     except TemplateError as exc:
-        line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        lineno = getattr(exc, "lineno", None)  # a TemplateSyntaxError's
+        line = f" (line {lineno})" if lineno else ""
         return f"template error{line}: {exc.message or exc}"
     return None
 

@@ -303,6 +303,55 @@ def test_a_source_plugin_replaces_the_csv_files(sqlite_project):
         ("nare@example.com", "Hi Nare")]
 
 
+def test_a_source_plugins_events_reach_the_rules_as_it_made_them(sqlite_project):
+    """Events from a source other than the CSV files go to the rules that asked for their type (an
+    event after the run's time has not happened yet); the win-back reads their latest times."""
+    from datetime import datetime, timezone
+
+    from outreach.audience import Customer, Event, Source
+
+    def at(hour: int) -> datetime:  # the project's time zone is America/Los_Angeles (UTC-8)
+        return datetime(2026, 11, 24, hour + 8, tzinfo=timezone.utc)
+
+    class Shop(Source):
+        type_name = "shop-api"
+
+        def customers(self, report):
+            yield Customer("s1", "Nare", email="nare@example.com", consent=frozenset({"email"}))
+            yield Customer("s2", "Aram", email="aram@example.com", consent=frozenset({"email"}))
+
+        def events(self, types, since, report):
+            yield Event("e1", "s1", "purchase", at(9), {"item": "bread"})
+            yield Event("e2", "s1", "purchase", at(11), {"item": "cake"})  # after --now
+            yield Event("e3", "s1", "visit", at(9), {})  # a type no campaign asked for
+            yield Event("e4", "s2", "purchase", datetime(2026, 9, 1, tzinfo=timezone.utc), {})
+
+    plugins = get_plugins(extra=[make_plugin(outreach_register_sources=lambda register: register(Shop))])
+    text = (sqlite_project.root / "outreach.toml").read_text()
+    text = text.replace('source = "csv"\ncustomers = "customers.csv"\nevents = "events.csv"',
+                        'source = "shop-api"')
+    (sqlite_project.root / "outreach.toml").write_text(text)
+    sqlite_project.campaign("thanks", """
+        rule = "thank_you"
+        channels = ["email"]
+        [email]
+        subject = "Thanks for the {{ event.item }}"
+        body = "Order {{ event.id }}"
+    """)
+    sqlite_project.campaign("winback", """
+        rule = "reminder"
+        channels = ["email"]
+        [params]
+        inactive_for = "30d"
+        [email]
+        subject = "We miss you"
+        body = "..."
+    """)
+    sqlite_project.run("2026-11-24T10:00", plugins=plugins)
+    assert sorted((m["to"], m["subject"]) for m in sqlite_project.outbox("email")) == [
+        ("aram@example.com", "We miss you"), ("nare@example.com", "Thanks for the bread")]
+
+
 def test_a_channel_whose_plugin_is_missing_fails_only_the_campaigns_using_it(sqlite_project):
     p = sqlite_project
     p.configure(channels='''

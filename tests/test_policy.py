@@ -62,6 +62,24 @@ def test_no_consent_is_skipped_with_its_reason(project):
         ("thanks:e1", "skipped", "sms", "no consent for sms")]
 
 
+def test_every_row_whose_consent_cannot_be_read_is_reported_and_the_others_kept(tmp_path):
+    from outreach.sources.csv_source import CSVSource
+
+    path = tmp_path / "customers.csv"
+    path.write_text("id,email,consent_email,consent_sms\n"
+                    "c1,a@example.com,yes,maybe\n"
+                    "c2,b@example.com,yes,no\n"
+                    "c3,c@example.com,yes,maybe\n"
+                    "c4,d@example.com,yes,no\n")
+    problems: list = []
+    source = CSVSource({"customers": str(path), "delimiter": ","}, tmp_path, "UTC")
+    customers = list(source.customers(problems.append))
+    assert [(c.id, c.consent) for c in customers] == [("c2", {"email"}), ("c4", {"email"})]
+    assert [(x.line, x.message) for x in problems] == [
+        (2, "consent_sms is 'maybe'; expected yes or no"),
+        (4, "consent_sms is 'maybe'; expected yes or no")]
+
+
 def test_no_consent_for_the_first_channel_chooses_the_next(project):
     p = project
     one_purchase(p, "c1,Ani,Petrosyan,ani@example.com,+37491234567,Asia/Yerevan,hy,yes,no,")

@@ -209,13 +209,14 @@ class CSVSource(Source):
                      if name not in _STANDARD and not name.startswith("consent_")]
             width = len(header)
             # The hot loop of a million-customer run: columns are picked by precomputed indexes,
-            # and the few distinct consent and tag cells are parsed once each, not once per row.
+            # and the few distinct consent and tag cells are parsed once each, not once per row
+            # (consent cells that cannot be used are parsed again for each row they are reported on).
             parse = _row_parser([std[name] for name in _STANDARD], extra)
             consent_idx = [i for _, i in consent_cols]
             consent_names = [channel for channel, _ in consent_cols]
             consent_pick = (itemgetter(*consent_idx) if len(consent_idx) > 1 else
                             (lambda r, _i=consent_idx[0]: (r[_i],)) if consent_idx else (lambda r: ()))
-            consent_of: dict[tuple[str, ...], frozenset[str] | str] = {}
+            consent_of: dict[tuple[str, ...], frozenset[str]] = {}  # usable cells only
             tags_of: dict[str, tuple[str, ...]] = {}
             shown = str(path)
             for line, row in self._records("customers", reader, shown, report):
@@ -237,12 +238,13 @@ class CSVSource(Source):
                 cells = consent_pick(row)
                 consent = consent_of.get(cells)
                 if consent is None:
+                    found = _consent(consent_names, cells)
+                    if isinstance(found, str):
+                        report(RowProblem(shown, line, found))
+                        continue
                     if len(consent_of) > 10_000:
                         consent_of.clear()
-                    consent = consent_of[cells] = _consent(consent_names, cells)
-                if type(consent) is str:
-                    report(RowProblem(shown, line, consent))
-                    continue
+                    consent = consent_of[cells] = found
                 if tags:
                     tag_tuple = tags_of.get(tags)
                     if tag_tuple is None:

@@ -255,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -278,15 +278,15 @@ class _Handler(BaseHTTPRequestHandler):
             received_at=time.monotonic(),
         )
         provider = self.server.provider
-        reply = provider._respond(recorded)
-        if reply is None:  # drop: close the connection with no answer at all
+        answer = provider._respond(recorded)
+        if answer is None:  # drop: close the connection with no answer at all
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             return
-        delay, reply = reply
+        delay, reply = answer
         if delay and provider._stopping.wait(delay):
             self.close_connection = True
             return
@@ -352,8 +352,8 @@ class FakeProvider:
         httpd = _Server(("127.0.0.1", 0), _Handler)
         httpd.provider = self
         self._httpd = httpd
-        host, port = httpd.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        port = httpd.server_port  # the free port bound (HTTPServer reads it back)
+        self.url = f"http://127.0.0.1:{port}"
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"{type(self).__name__}:{port}", daemon=True)
         self._thread.start()

@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.error
 from html.parser import HTMLParser
-from typing import Any, ClassVar, Hashable, Mapping, Sequence
+from typing import Any, ClassVar, Hashable, Mapping, Sequence, cast
 from urllib.parse import quote
 
 import python_http_client.exceptions as http_errors
@@ -71,7 +71,9 @@ class _Redact(logging.Filter):
 
 
 _http_logger = logging.getLogger("python_http_client.client")
-_REDACT = next((f for f in _http_logger.filters if type(f).__name__ == "_Redact"), None) or _Redact()
+# A _Redact an earlier import of this module added (of a class of its own, so found by name).
+_REDACT = next((cast(_Redact, f) for f in _http_logger.filters if type(f).__name__ == "_Redact"),
+               None) or _Redact()
 if _REDACT not in _http_logger.filters:
     _http_logger.addFilter(_REDACT)
 
@@ -363,7 +365,7 @@ class SendGridChannel(Channel):
         first = messages[0]
         template_id = first.options.get("template_id")
         has_unsubscribe = bool(self.unsubscribe_url or self.unsubscribe_mailto)
-        personalizations = []
+        personalizations: list[dict[str, Any]] = []
         append = personalizations.append
         for message in messages:
             p: dict[str, Any] = {"to": [{"name": message.name, "email": message.address}

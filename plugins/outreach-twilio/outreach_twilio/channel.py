@@ -256,7 +256,8 @@ class TwilioSMS(Channel):
                 problems.append(f"{key} is required (set {key}_env or "
                                 f"${cls.settings[key].env})")
         sid = settings.get("account_sid")
-        if hasattr(sid, "reveal") and sid.reveal() and not ACCOUNT_SID.match(sid.reveal()):
+        if (sid is not None and hasattr(sid, "reveal") and sid.reveal()
+                and not ACCOUNT_SID.match(sid.reveal())):
             problems.append(f"account_sid (from ${sid.env}) is not an Account SID: expected AC "
                             "followed by 32 hexadecimal digits")
         sender, service = settings.get("from_number"), settings.get("messaging_service_sid")
@@ -324,10 +325,12 @@ class TwilioSMS(Channel):
         limit = message.options.get("max_segments")
         # Counted only when needed: for the guard, or when Twilio does not say (gsm0338 encodes
         # character by character, a noticeable share of a call's CPU at a thousand a second).
-        count = count_segments(body) if limit else None
-        if count is not None and count.segments > limit:  # a cost guard, also when validation was skipped
-            raise PermanentError(f"the text takes {count.segments} {count.encoding} segments, "
-                                 f"more than max_segments = {limit}", code="max_segments")
+        count = None
+        if limit:
+            count = count_segments(body)
+            if count.segments > limit:  # a cost guard, also when validation was skipped
+                raise PermanentError(f"the text takes {count.segments} {count.encoding} segments, "
+                                     f"more than max_segments = {limit}", code="max_segments")
         params: dict[str, Any] = {"to": message.address, "body": body}
         if self.config.get("from_number"):
             params["from_"] = self.config["from_number"]
@@ -381,7 +384,7 @@ class TwilioSMS(Channel):
         if status >= 500:
             return TransientError(f"Twilio could not take the message now {detail}", code=report,
                                   retry_after=_retry_after(response))
-        if code in SUPPRESS_CODES:
+        if code is not None and code in SUPPRESS_CODES:
             return PermanentError(f"Twilio refused the number {detail}", code=code, suppress=True,
                                   reason=SUPPRESS_CODES[code])
         return PermanentError(f"Twilio refused the message {detail}", code=report)
