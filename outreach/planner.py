@@ -74,6 +74,27 @@ class _Accepted:
     at: int = 0
 
 
+def _choose(campaign: Campaign, cand: Candidate, channel: str, info: ChannelInfo,
+            ctx: DecisionContext,
+            decide: Callable[[Candidate, Choice, DecisionContext], Refusal | Defer | None],
+            now: datetime) -> _Accepted | Refusal:
+    """The rest of the policy chain for a channel ``outreach_check_channel`` let through:
+    the normalised address, the send time (the candidate's own, or now), and what
+    ``outreach_decide`` says of it: a refusal, a deferral (a later send time, with its reason),
+    or nothing (send as planned). The one place both the first choice of a channel and a
+    fall-back from a capped one take this step."""
+    kind = info.address_kind
+    address, _ = _chosen_address(kind, cand.customer.email if kind == "email"
+                                 else cand.customer.phone)
+    send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
+    verdict = decide(cand, Choice(info, address, send_at), ctx)
+    if verdict is None:
+        return _Accepted(campaign, cand, channel, address, send_at)
+    if isinstance(verdict, Refusal):
+        return verdict
+    return _Accepted(campaign, cand, channel, address, max(send_at, verdict.until), verdict.reason)
+
+
 def _priority_order(a: _Accepted) -> tuple[int, datetime, str]:
     """The order caps allocate a customer's sends in: highest priority, earliest, then by key."""
     return (-a.campaign.priority, a.send_at, a.candidate.key)
@@ -411,18 +432,11 @@ class Planner:
                 if refusal is not None:
                     refusals.append((ch, refusal))
                     continue
-                kind = info.address_kind
-                address, _ = _chosen_address(kind, cand.customer.email if kind == "email"
-                                             else cand.customer.phone)
-                send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
-                verdict = decide(cand, Choice(info, address, send_at), ctx)
-                if verdict is None:
-                    accepted.append(_Accepted(campaign, cand, ch, address, send_at))
-                elif isinstance(verdict, Refusal):
-                    refused.append((cand, verdict.outcome, ch, verdict.reason))
+                choice = _choose(campaign, cand, ch, info, ctx, decide, now)
+                if isinstance(choice, Refusal):
+                    refused.append((cand, choice.outcome, ch, choice.reason))
                 else:
-                    accepted.append(_Accepted(campaign, cand, ch, address,
-                                              max(send_at, verdict.until), verdict.reason))
+                    accepted.append(choice)
                 break
             else:
                 first = refusals[0][1]
@@ -522,16 +536,9 @@ class Planner:
             info = self.channel_info[ch]
             if check(cand, info, ctx) is not None:
                 continue
-            kind = info.address_kind
-            address, _ = _chosen_address(kind, cand.customer.email if kind == "email"
-                                         else cand.customer.phone)
-            send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
-            verdict = decide(cand, Choice(info, address, send_at), ctx)
-            if isinstance(verdict, Refusal):
+            choice = _choose(campaign, cand, ch, info, ctx, decide, now)
+            if isinstance(choice, Refusal):
                 continue
-            choice = (_Accepted(campaign, cand, ch, address, send_at) if verdict is None else
-                      _Accepted(campaign, cand, ch, address, max(send_at, verdict.until),
-                                verdict.reason))
             choice.at = epoch(choice.send_at)
             if choice.at + limits.width > read_to:
                 more = self.ledger.cap_usage([cand.customer.id], read_to - 1,
