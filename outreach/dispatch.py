@@ -288,6 +288,8 @@ class Dispatcher:
         works: dict[str, list[_Work]] = {}
         # A STOP reply or a bounce may have come in since the message was planned (a deferral
         # through the night, a retry): the suppression list is read again just before sending.
+        # (Consent lives in the audience, which the dispatcher does not read: `outreach run`
+        # re-checks waiting messages against it before it dispatches, see outreach.recheck.)
         kinds = {name: cfg.cls.address for name, cfg in self.project.channels.items()}
         blocked = self.ledger.suppressed({(kinds[r.channel], r.address) for r in claimed
                                           if r.channel in kinds})
