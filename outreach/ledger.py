@@ -487,7 +487,7 @@ class Ledger:
             return int(conn.execute(select(func.max(messages.c.id))).scalar() or 0)
 
     def waiting_all(self, limit: int, channels: Sequence[str],
-                    campaigns: Sequence[str] | None = None) -> dict[str, set[str]] | None:
+                    campaigns: Sequence[str] | None = None) -> dict[str, frozenset[str]] | None:
         """customer id -> the channels of their waiting (queued or deferred) messages, read in one
         statement through ``ix_messages_ready``; None when more than ``limit`` messages wait."""
         if not channels:
@@ -497,20 +497,16 @@ class Ledger:
                "WHERE state IN ('queued', 'deferred')"
                + self._waiting_filters(channels, campaigns, params) + " LIMIT :n")
         with self.reader.connect() as conn:
-            rows = conn.exec_driver_sql(self._paramstyle(sql), params).all()
+            if self.is_sqlite:  # plain tuples, as _in_rows reads them
+                rows = conn.connection.driver_connection.execute(sql, params).fetchall()
+            else:
+                rows = conn.exec_driver_sql(self._paramstyle(sql), params).all()
         if len(rows) > limit:
             return None
-        out: dict[str, set[str]] = {}
-        for cid, channel in rows:
-            mine = out.get(cid)
-            if mine is None:
-                out[cid] = {channel}
-            else:
-                mine.add(channel)
-        return out
+        return _channels_by_customer(rows)
 
     def waiting_of(self, customer_ids: Sequence[str], channels: Sequence[str],
-                   campaigns: Sequence[str] | None = None) -> dict[str, set[str]]:
+                   campaigns: Sequence[str] | None = None) -> dict[str, frozenset[str]]:
         """:meth:`waiting_all` for these customers only: one statement through
         ``ix_messages_customer`` (for an outbox with too many waiting messages to hold)."""
         if not channels:
@@ -518,10 +514,7 @@ class Ledger:
         params: dict[str, Any] = {}
         sql = ("SELECT customer_id, channel FROM {TABLE} WHERE customer_id {IN} "
                "AND state IN ('queued', 'deferred')" + self._waiting_filters(channels, campaigns, params))
-        out: dict[str, set[str]] = {}
-        for cid, channel in self._in_query(sql, customer_ids, params):
-            out.setdefault(cid, set()).add(channel)
-        return out
+        return _channels_by_customer(self._in_query(sql, customer_ids, params))
 
     def waiting_customers(self, up_to: int, channels: Sequence[str],
                           campaigns: Sequence[str] | None = None) -> Iterator[str]:
@@ -973,6 +966,20 @@ class Ledger:
                                        messages.c.updated_at)
                                 .where(messages.c.state == "unknown").order_by(messages.c.id)).all()
         return [dict(r._mapping) for r in rows]
+
+
+def _channels_by_customer(rows: Iterable[Sequence[Any]]) -> dict[str, frozenset[str]]:
+    """(customer id, channel) rows as customer id -> channels. The few distinct sets of channels
+    are made once each and shared (a set per customer would be ~200 bytes each at 100,000)."""
+    out: dict[str, frozenset[str]] = {}
+    made: dict[tuple[frozenset[str] | None, str], frozenset[str]] = {}
+    for cid, channel in rows:
+        have = out.get(cid)
+        combined = made.get((have, channel))
+        if combined is None:
+            combined = made[(have, channel)] = frozenset(have or ()) | {channel}
+        out[cid] = combined
+    return out
 
 
 def _migrate(conn) -> None:

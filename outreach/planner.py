@@ -147,8 +147,11 @@ class Planner:
         due = self.due_campaigns()
         recheck = self._recheck()
         if not due:
-            if recheck.start():
-                self._recheck_only(recheck)
+            try:
+                if recheck.start():
+                    self._recheck_only(recheck)
+            finally:
+                recheck.close()
             return
         if not self.dry_run:
             for campaign, occurrence in due:
@@ -162,9 +165,9 @@ class Planner:
             total = source.count_hint()
             self.progress(0, total)  # the bar shows while events are read
         events, latest = self._collect_events(source, [c for c, _ in due])
-        recheck.start()
         seen = 0
         try:
+            recheck.start()
             for batch in _batches(source.customers(self._row_problem), self.project.batch_size):
                 # Before the batch is planned: a withdrawn message no longer counts towards caps.
                 recheck.batch(batch)
@@ -174,9 +177,10 @@ class Planner:
                 seen += len(batch)
                 if self.progress:
                     self.progress(seen, total if total is None else max(total, seen))
+            recheck.finish()  # only once the whole audience was read (a source error raises)
         finally:
             latest.close()
-        recheck.finish()  # only after the whole audience was read (a source error raised above)
+            recheck.close()
         if not self.dry_run:
             for campaign, occurrence in due:
                 if occurrence is not None and not self.report.campaign(campaign.name).error:
