@@ -489,14 +489,19 @@ class Ledger:
     def waiting_all(self, limit: int, channels: Sequence[str],
                     campaigns: Sequence[str] | None = None) -> dict[str, frozenset[str]] | None:
         """customer id -> the channels of their waiting (queued or deferred) messages, read in one
-        statement through ``ix_messages_ready``; None when more than ``limit`` messages wait."""
+        statement through ``ix_messages_ready``; None when more than ``limit`` messages wait (in
+        any campaign or channel: counted in the index alone, before any row is read)."""
         if not channels:
             return {}
         params: dict[str, Any] = {"n": limit + 1}
-        sql = (f"SELECT customer_id, channel FROM {self._ready()} "
-               "WHERE state IN ('queued', 'deferred')"
+        waiting = f"FROM {self._ready()} WHERE state IN ('queued', 'deferred')"
+        sql = (f"SELECT customer_id, channel {waiting}"
                + self._waiting_filters(channels, campaigns, params) + " LIMIT :n")
         with self.reader.connect() as conn:
+            many = conn.exec_driver_sql(self._paramstyle(
+                f"SELECT count(*) FROM (SELECT 1 {waiting} LIMIT :n) AS w"), {"n": limit + 1})
+            if many.scalar_one() > limit:
+                return None
             if self.is_sqlite:  # plain tuples, as _in_rows reads them
                 rows = conn.connection.driver_connection.execute(sql, params).fetchall()
             else:
