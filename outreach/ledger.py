@@ -510,32 +510,26 @@ class Ledger:
             return None
         return _channels_by_customer(rows)
 
-    def waiting_of(self, customer_ids: Sequence[str], channels: Sequence[str],
-                   campaigns: Sequence[str] | None = None) -> dict[str, frozenset[str]]:
-        """:meth:`waiting_all` for these customers only: one statement through
-        ``ix_messages_customer`` (for an outbox with too many waiting messages to hold)."""
-        if not channels:
-            return {}
-        params: dict[str, Any] = {}
-        sql = ("SELECT customer_id, channel FROM {TABLE} WHERE customer_id {IN} "
-               "AND state IN ('queued', 'deferred')" + self._waiting_filters(channels, campaigns, params))
-        return _channels_by_customer(self._in_query(sql, customer_ids, params))
-
-    def waiting_customers(self, up_to: int, channels: Sequence[str],
-                          campaigns: Sequence[str] | None = None) -> Iterator[str]:
-        """Every customer with a waiting message whose id is at most ``up_to``, each once,
-        streamed (read in chunks, never held whole)."""
+    def waiting(self, channels: Sequence[str], campaigns: Sequence[str] | None = None,
+                chunk: int = 10_000) -> Iterator[list[tuple[str, str]]]:
+        """Every waiting (queued or deferred) message as (customer id, channel), through
+        ``ix_messages_ready``, in lists of up to ``chunk``: streamed (a server-side cursor on
+        PostgreSQL), never held whole, for an outbox with too many to read at once."""
         if not channels:
             return
-        params: dict[str, Any] = {"top": up_to}
-        sql = (f"SELECT DISTINCT customer_id FROM {self._ready()} "
-               "WHERE state IN ('queued', 'deferred') AND id <= :top"
-               + self._waiting_filters(channels, campaigns, params))
+        params: dict[str, Any] = {}
+        sql = (f"SELECT customer_id, channel FROM {self._ready()} "
+               "WHERE state IN ('queued', 'deferred')" + self._waiting_filters(channels, campaigns, params))
         with self.reader.connect() as conn:
-            result = conn.exec_driver_sql(self._paramstyle(sql), params)
-            while chunk := result.fetchmany(10_000):
-                for (cid,) in chunk:
-                    yield cid
+            if self.is_sqlite:  # the sqlite3 cursor reads as it is fetched from
+                cur = conn.connection.driver_connection.execute(sql, params)
+                while rows := cur.fetchmany(chunk):
+                    yield rows
+                return
+            result = conn.execution_options(stream_results=True, yield_per=chunk).exec_driver_sql(
+                self._paramstyle(sql), params)
+            while rows := result.fetchmany(chunk):
+                yield [(cid, channel) for cid, channel in rows]
 
     def withdraw(self, customer_ids: Sequence[str], channels: Sequence[str], error: str, *,
                  campaigns: Sequence[str] | None = None, up_to: int | None = None,

@@ -32,9 +32,10 @@ broken export rather than for everyone leaving, and withdraws nobody for being a
 
 Up to :data:`WAITING_IN_MEMORY` waiting messages are read in one statement at the start of the
 pass and matched against each batch in memory. A larger backlog (an SMS campaign to a million
-customers waiting out the night) is asked for batch by batch through the customer index instead,
-and the customers found are kept in a temporary SQLite file rather than in memory, to find the
-absent ones at the end: memory stays flat however large the backlog.
+customers waiting out the night) is streamed into a temporary SQLite file instead and matched
+there, one local query per batch: memory stays flat however large the backlog. Either way the
+waiting messages are read once, through ``ix_messages_ready``, whatever the history each customer
+has in the ledger.
 
 ``outreach dispatch`` on its own does not read the audience: it re-checks suppressions only.
 """
@@ -43,8 +44,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from itertools import islice
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from outreach.audience import Customer
 from outreach.decision import ChannelInfo
@@ -52,7 +52,7 @@ from outreach.ledger import Ledger
 from outreach.report import RunReport
 
 #: Up to this many waiting messages are read once per run (customer id -> channels, a few MB) and
-#: matched against each batch in memory; past that, each batch asks for its own customers'.
+#: matched against each batch in memory; past that, they go to a temporary file (_WaitingFile).
 WAITING_IN_MEMORY = 100_000
 
 #: The ledger error (and report reason) of a message withdrawn for each cause.
@@ -83,9 +83,8 @@ class ConsentRecheck:
         self.channels = sorted(channel_info)
         #: Small outbox: customer id -> channels waiting, each customer removed once read.
         self._waiting: dict[str, frozenset[str]] | None = None
-        #: Large outbox: the customers with waiting messages seen so far (in a temporary file).
-        self._seen: _SeenIds | None = None
-        self._large = False
+        #: Large outbox: the same, in a temporary file.
+        self._file: _WaitingFile | None = None
         self._started = False
         #: Messages with a higher id were planned by this run, after the audience was read.
         self._top = 0
@@ -95,14 +94,14 @@ class ConsentRecheck:
     @property
     def active(self) -> bool:
         """Whether anything waits to be re-checked (known once :meth:`start` has run)."""
-        return self._large or bool(self._waiting)
+        return self._file is not None or bool(self._waiting)
 
     def start(self) -> bool:
         """Read what waits, before the audience is read; whether anything does.
 
-        Few waiting messages (the usual case: the deferrals of one night, a few days of delayed
-        feedback requests) are read in one statement and matched in memory; many are asked for
-        batch by batch instead, so memory stays flat however large the backlog.
+        Few waiting messages (the usual case: the deferrals of one night, messages left for a
+        later dispatch) are read in one statement and matched in memory; many are copied into a
+        temporary file and matched there, so memory stays flat however large the backlog.
         """
         self._started = True
         self._top = self.ledger.last_message_id()
@@ -111,8 +110,7 @@ class ConsentRecheck:
             return False
         waiting = self.ledger.waiting_all(WAITING_IN_MEMORY, self.channels, self.campaigns)
         if waiting is None:
-            self._large = True
-            self._seen = _SeenIds()
+            self._file = _WaitingFile(self.ledger.waiting(self.channels, self.campaigns))
         else:
             self._waiting = waiting
         return self.active
@@ -123,17 +121,16 @@ class ConsentRecheck:
         A customer listed twice is judged by the first row read, as the planner plans for it.
         """
         self.customers_read += len(customers)
-        if self._large:
-            assert self._seen is not None
-            found = self.ledger.waiting_of([c.id for c in customers], self.channels, self.campaigns)
+        if self._file is not None:
+            # Taken out of the file as read: a customer listed twice is judged once.
+            found = self._file.pop([c.id for c in customers])
             if not found:
                 return
-            first = self._seen.add_new(list(found))  # not seen in an earlier batch
             mine: list[tuple[Customer, frozenset[str]]] = []
             for c in customers:
-                if c.id in first:
-                    first.discard(c.id)  # nor earlier in this one
-                    mine.append((c, found[c.id]))
+                channels = found.pop(c.id, None)
+                if channels is not None:
+                    mine.append((c, channels))
         else:
             waiting = self._waiting
             if not waiting:
@@ -160,12 +157,8 @@ class ConsentRecheck:
         """
         if not self._started or not self.customers_read or not self.active:
             return
-        if self._large:
-            assert self._seen is not None
-            absent = []
-            waiting = self.ledger.waiting_customers(self._top, self.channels, self.campaigns)
-            for chunk in _chunked(waiting, _ABSENT_CHUNK):
-                absent += self._seen.missing(chunk)
+        if self._file is not None:
+            absent = self._file.remaining()
         else:
             absent = sorted(self._waiting or ())
         for i in range(0, len(absent), _ABSENT_CHUNK):
@@ -173,9 +166,9 @@ class ConsentRecheck:
 
     def close(self) -> None:
         """Remove the temporary file of a large re-check (whether or not the pass finished)."""
-        if self._seen is not None:
-            self._seen.close()
-            self._seen = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _withdraw(self, customer_ids: list[str], channels: list[str], reason: str) -> None:
         rows = self.ledger.withdraw(customer_ids, channels, reason, campaigns=self.campaigns,
@@ -187,47 +180,59 @@ class ConsentRecheck:
                 row(campaign, cid, key, channel, reason)
 
 
-class _SeenIds:
-    """The customers with waiting messages that a large re-check has read, in a temporary SQLite
-    file: exact, and memory stays flat (a Python set would take ~90 bytes a customer, 90 MB for
-    an SMS campaign to a million customers waiting out the night)."""
+class _WaitingFile:
+    """A large outbox's waiting messages as (customer id, channel), in a temporary SQLite file:
+    what :meth:`ConsentRecheck.batch` matches each batch against, one local query per batch, and
+    memory stays flat (held in memory, a million customers waiting out the night would take
+    ~100 MB). Built from one streamed read of the waiting messages through ``ix_messages_ready``:
+    asking the ledger per batch instead would read every message of every customer of the
+    audience through ``ix_messages_customer``, their whole history, to find the few waiting.
+    """
 
     _IN = 500  # ids per statement
 
-    def __init__(self) -> None:
+    def __init__(self, chunks: Iterable[list[tuple[str, str]]]) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="outreach-recheck-")
-        self.db = sqlite3.connect(f"{self._folder.name}/seen.db", isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("CREATE TABLE seen (cid TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.db: sqlite3.Connection | None = None
+        try:
+            self.db = sqlite3.connect(f"{self._folder.name}/waiting.db", isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=OFF")
+            self.db.execute("PRAGMA synchronous=OFF")
+            self.db.execute("CREATE TABLE waiting (cid TEXT NOT NULL, channel TEXT NOT NULL, "
+                            "PRIMARY KEY (cid, channel)) WITHOUT ROWID")
+            self.db.execute("BEGIN")
+            for rows in chunks:
+                self.db.executemany("INSERT OR IGNORE INTO waiting VALUES (?, ?)", rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.close()
+            raise
 
-    def _known(self, ids: list[str]) -> set[str]:
-        known: set[str] = set()
+    def pop(self, ids: list[str]) -> dict[str, frozenset[str]]:
+        """customer id -> channels waiting, for those of ``ids`` still in the file; taken out."""
+        found: dict[str, set[str]] = {}
+        db = self.db
+        assert db is not None, "closed"
+        db.execute("BEGIN")
         for i in range(0, len(ids), self._IN):
             part = ids[i:i + self._IN]
-            known.update(r[0] for r in self.db.execute(
-                f"SELECT cid FROM seen WHERE cid IN ({', '.join('?' * len(part))})", part))
-        return known
+            marks = ", ".join("?" * len(part))
+            rows = db.execute(f"SELECT cid, channel FROM waiting WHERE cid IN ({marks})",
+                              part).fetchall()
+            if rows:
+                for cid, channel in rows:
+                    found.setdefault(cid, set()).add(channel)
+                db.execute(f"DELETE FROM waiting WHERE cid IN ({marks})", part)
+        db.execute("COMMIT")
+        return {cid: frozenset(channels) for cid, channels in found.items()}
 
-    def add_new(self, ids: list[str]) -> set[str]:
-        """Record ``ids``; those not recorded before."""
-        new = set(ids) - self._known(ids)
-        self.db.execute("BEGIN")
-        self.db.executemany("INSERT INTO seen VALUES (?)", ((cid,) for cid in new))
-        self.db.execute("COMMIT")
-        return new
-
-    def missing(self, ids: list[str]) -> list[str]:
-        """Those of ``ids`` never recorded, in their order."""
-        known = self._known(ids)
-        return [cid for cid in ids if cid not in known]
+    def remaining(self) -> list[str]:
+        """The customers never taken out (absent from the audience), sorted."""
+        assert self.db is not None, "closed"
+        return [r[0] for r in self.db.execute("SELECT DISTINCT cid FROM waiting ORDER BY cid")]
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
         self._folder.cleanup()
-
-
-def _chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk

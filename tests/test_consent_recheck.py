@@ -2,8 +2,8 @@
 quiet hours, queued by ``--no-send``) is not sent once its customer withdraws consent for its
 channel in the audience, or leaves the audience.
 
-Scenario tests on SQLite and on PostgreSQL, each with the waiting messages read once per run ("in
-memory") and asked for batch by batch ("per batch", what a large backlog takes).
+Scenario tests on SQLite and on PostgreSQL, each with the waiting messages matched in memory (the
+usual case) and in a temporary file (what a large backlog takes).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ def thanks(channel: str) -> str:
     return f'rule = "thank_you"\nchannels = ["{channel}"]\n' + table
 
 
-@pytest.fixture(params=["in memory", "per batch"])
+@pytest.fixture(params=["in memory", "in a file"])
 def p(request, project, monkeypatch):
-    """The project, with waiting messages matched in memory or asked for per batch."""
-    if request.param == "per batch":
+    """The project, with waiting messages matched in memory or in a temporary file."""
+    if request.param == "in a file":
         monkeypatch.setattr(recheck, "WAITING_IN_MEMORY", 0)
     project.configure(quiet_hours=QUIET)
     return project
@@ -404,3 +404,17 @@ def test_a_withdrawn_message_no_longer_counts_towards_caps(p):
     assert p.outbox("sms") == []
     assert [m["key"] for m in p.outbox("email")] == ["review:d1"]
     assert (report.campaigns["review"].sent, report.campaigns["review"].capped) == (1, 0)
+
+
+@pytest.mark.parametrize("rows, sent", [
+    ([ANI_NO_SMS, ANI_BOTH], False),  # the first row read decides, as it does for planning
+    ([ANI_BOTH, ANI_NO_SMS], True),
+])
+def test_a_customer_listed_twice_is_judged_by_the_first_row(p, rows, sent):
+    p.configure(quiet_hours=QUIET, extra="batch_size = 1")  # the two rows in different batches
+    deferred_overnight(p, "sms")
+    p.customers("\n".join(rows))
+
+    p.run(MORNING)
+
+    assert [m["key"] for m in p.outbox("sms")] == (["thanks-sms:e1"] if sent else [])
