@@ -160,7 +160,9 @@ class Dispatcher:
         Blocking. Called from a thread that already runs an event loop (an async application, a
         notebook), the pipeline gets a thread and a loop of its own.
         """
-        self.report.recovered = self.ledger.recover()
+        requeued, unknown = self.ledger.recover()
+        before = self.report.recovered  # `outreach run` recovers before planning too
+        self.report.recovered = (before[0] + requeued, before[1] + unknown)
         try:
             asyncio.get_running_loop()
         except RuntimeError:

@@ -207,6 +207,23 @@ def test_a_message_claimed_while_the_audience_is_read_is_left_to_its_dispatcher(
     assert report.campaigns["thanks-sms"].skipped == 0
 
 
+def test_a_message_recovered_from_a_crashed_dispatcher_is_re_checked_too(p):
+    deferred_overnight(p, "sms")
+    ledger = p.ledger()
+    try:  # a dispatcher claimed it at 08:00 and died before handing it over; the claim expired
+        [claimed] = ledger.claim("crashed", 10, epoch(parse_now(MORNING, p.load().tz)), -1)
+    finally:
+        ledger.close()
+    p.customers(ANI_NO_SMS)
+
+    report = p.run(MORNING)
+
+    assert report.recovered == (1, 0)
+    assert p.outbox("sms") == []
+    assert states(p) == {"thanks-sms:e1": ("failed", SMS_WITHDRAWN)}
+    assert report.campaigns["thanks-sms"].skipped == 1
+
+
 def test_withdraw_takes_only_messages_still_waiting(p):
     deferred_overnight(p, "sms", "email")
     at = epoch(parse_now(MORNING, p.load().tz))
