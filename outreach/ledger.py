@@ -503,11 +503,13 @@ class Ledger:
             if many.scalar_one() > limit:
                 return None
             if self.is_sqlite:  # plain tuples, as _in_rows reads them
-                rows = conn.connection.driver_connection.execute(sql, params).fetchall()
+                cur = conn.connection.cursor()
+                try:
+                    rows = cur.execute(sql, params).fetchall()
+                finally:
+                    cur.close()
             else:
                 rows = conn.exec_driver_sql(self._paramstyle(sql), params).all()
-        if len(rows) > limit:
-            return None
         return _channels_by_customer(rows)
 
     def waiting(self, channels: Sequence[str], campaigns: Sequence[str] | None = None,
@@ -522,9 +524,13 @@ class Ledger:
                "WHERE state IN ('queued', 'deferred')" + self._waiting_filters(channels, campaigns, params))
         with self.reader.connect() as conn:
             if self.is_sqlite:  # the sqlite3 cursor reads as it is fetched from
-                cur = conn.connection.driver_connection.execute(sql, params)
-                while rows := cur.fetchmany(chunk):
-                    yield rows
+                cur = conn.connection.cursor()
+                try:
+                    cur.execute(sql, params)
+                    while rows := cur.fetchmany(chunk):
+                        yield [(cid, channel) for cid, channel in rows]
+                finally:
+                    cur.close()
                 return
             result = conn.execution_options(stream_results=True, yield_per=chunk).exec_driver_sql(
                 self._paramstyle(sql), params)
@@ -555,9 +561,9 @@ class Ledger:
             where += " AND id <= :top"
             params["top"] = up_to
         if dry_run:
-            return [tuple(r) for r in self._in_query(
+            return _withdrawn(self._in_query(
                 f"SELECT key, campaign, customer_id, channel FROM {{TABLE}} WHERE {where}",
-                customer_ids, params)]
+                customer_ids, params))
         t = wall_clock()
         with self.engine.begin() as conn:
             if not self.is_sqlite:
@@ -565,7 +571,7 @@ class Ledger:
                     conn, "UPDATE messages SET state = 'failed', error = :error, updated_at = :t "
                     f"WHERE {where} RETURNING key, campaign, customer_id, channel", customer_ids,
                     {**params, "error": error, "t": t})
-                return [tuple(r) for r in rows]
+                return _withdrawn(rows)
             rows = self._in_rows(
                 conn, f"SELECT id, key, campaign, customer_id, channel FROM {{TABLE}} WHERE {where}",
                 customer_ids, params)
@@ -573,7 +579,7 @@ class Ledger:
                 self._by_ids(conn, "UPDATE {MESSAGES} SET state = 'failed', error = :error, "
                              "updated_at = :t WHERE {IDS}", [r[0] for r in rows],
                              {"error": error, "t": t})
-        return [tuple(r[1:]) for r in rows]
+        return _withdrawn(r[1:] for r in rows)
 
     def insert_messages(self, rows: Sequence[dict[str, Any]]) -> int:
         """Add planned messages; a key already present is left alone. Returns how many were new.
@@ -965,6 +971,11 @@ class Ledger:
                                        messages.c.updated_at)
                                 .where(messages.c.state == "unknown").order_by(messages.c.id)).all()
         return [dict(r._mapping) for r in rows]
+
+
+def _withdrawn(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str, str, str]]:
+    """(key, campaign, customer id, channel) rows, in one order whatever the database's."""
+    return sorted((key, campaign, cid, channel) for key, campaign, cid, channel in rows)
 
 
 def _channels_by_customer(rows: Iterable[Sequence[Any]]) -> dict[str, frozenset[str]]:

@@ -195,15 +195,15 @@ class _WaitingFile:
         self._folder = tempfile.TemporaryDirectory(prefix="outreach-recheck-")
         self.db: sqlite3.Connection | None = None
         try:
-            self.db = sqlite3.connect(f"{self._folder.name}/waiting.db", isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=OFF")
-            self.db.execute("PRAGMA synchronous=OFF")
-            self.db.execute("CREATE TABLE waiting (cid TEXT NOT NULL, channel TEXT NOT NULL, "
-                            "PRIMARY KEY (cid, channel)) WITHOUT ROWID")
-            self.db.execute("BEGIN")
+            db = self.db = sqlite3.connect(f"{self._folder.name}/waiting.db", isolation_level=None)
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute("CREATE TABLE waiting (cid TEXT NOT NULL, channel TEXT NOT NULL, "
+                       "PRIMARY KEY (cid, channel)) WITHOUT ROWID")
+            db.execute("BEGIN")
             for rows in chunks:
-                self.db.executemany("INSERT OR IGNORE INTO waiting VALUES (?, ?)", rows)
-            self.db.execute("COMMIT")
+                db.executemany("INSERT OR IGNORE INTO waiting VALUES (?, ?)", rows)
+            db.execute("COMMIT")
         except BaseException:
             self.close()
             raise
