@@ -86,7 +86,7 @@ class ConsentRecheck:
         #: Large outbox: the same, in a temporary file.
         self._file: _WaitingFile | None = None
         self._started = False
-        #: Messages with a higher id were planned by this run, after the audience was read.
+        #: Messages with a higher id were planned by this run, with today's consent: left alone.
         self._top = 0
         #: Customers read (an audience of nobody withdraws nobody for being absent).
         self.customers_read = 0
