@@ -197,7 +197,11 @@ def plan(state: _State, now_text: str | None, campaigns: Sequence[str], as_json:
 @click.pass_obj
 def dispatch(state: _State, now_text: str | None, campaigns: Sequence[str], limit: int | None,
              as_json: bool) -> None:
-    """Deliver due messages without planning. Several may run at once on one ledger."""
+    """Deliver due messages without planning. Several may run at once on one ledger.
+
+    The suppression list is re-checked before each send; consent is not (it lives in the audience,
+    which only `outreach run` reads and re-checks waiting messages against).
+    """
     from outreach.dispatch import Dispatcher
 
     project = state.project()

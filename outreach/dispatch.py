@@ -160,7 +160,9 @@ class Dispatcher:
         Blocking. Called from a thread that already runs an event loop (an async application, a
         notebook), the pipeline gets a thread and a loop of its own.
         """
-        self.report.recovered = self.ledger.recover()
+        requeued, unknown = self.ledger.recover()
+        before = self.report.recovered  # `outreach run` recovers before planning too
+        self.report.recovered = (before[0] + requeued, before[1] + unknown)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -288,6 +290,8 @@ class Dispatcher:
         works: dict[str, list[_Work]] = {}
         # A STOP reply or a bounce may have come in since the message was planned (a deferral
         # through the night, a retry): the suppression list is read again just before sending.
+        # (Consent lives in the audience, which the dispatcher does not read: `outreach run`
+        # re-checks waiting messages against it before it dispatches, see outreach.recheck.)
         kinds = {name: cfg.cls.address for name, cfg in self.project.channels.items()}
         blocked = self.ledger.suppressed({(kinds[r.channel], r.address) for r in claimed
                                           if r.channel in kinds})

@@ -4,6 +4,9 @@ One pass over the audience, in batches: each batch of customers is shown to ever
 rule, every candidate goes through the policy chain, caps are allocated per customer by priority,
 and the batch's messages and refusals are written in a few set-wise statements. Memory holds one
 batch (plus the events the due rules asked for), never the whole audience.
+
+The same pass re-checks the consent of messages planned earlier and still waiting, batch by batch
+(:mod:`outreach.recheck`); when no campaign is due, a light pass over the audience does it alone.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from outreach.decision import ChannelInfo, Choice, DecisionContext, Defer, Refus
 from outreach.ledger import Ledger, epoch
 from outreach.plugins import Plugins
 from outreach.policy.addresses import normalize, raw_address
+from outreach.recheck import ConsentRecheck
 from outreach.report import CampaignReport, RunReport
 from outreach.rule import Candidate, SelectContext
 from outreach.schedule import due as due_at
@@ -50,7 +54,9 @@ class PlanRow:
     campaign: str
     customer: str
     key: str
-    decision: str  # send, defer, skipped, suppressed, capped, already planned
+    #: send, defer, skipped, suppressed, capped, already planned; or withdrawn: a message planned
+    #: earlier whose customer withdrew consent (or left the audience) before it was sent.
+    decision: str
     channel: str | None = None
     reason: str = ""
     not_before: str | None = None
@@ -167,7 +173,13 @@ class Planner:
 
     def _run(self) -> None:
         due = self.due_campaigns()
+        recheck = self._recheck()
         if not due:
+            try:
+                if recheck.start():
+                    self._recheck_only(recheck)
+            finally:
+                recheck.close()
             return
         if not self.dry_run:
             for campaign, occurrence in due:
@@ -183,19 +195,55 @@ class Planner:
         events, latest = self._collect_events(source, [c for c, _ in due])
         seen = 0
         try:
+            recheck.start()
             for batch in _batches(source.customers(self._row_problem), self.project.batch_size):
+                # Before the batch is planned: a withdrawn message no longer counts towards caps.
+                recheck.batch(batch)
                 mine = latest.for_batch([c.id for c in batch])
                 profiles = [Profile(c, events.get(c.id, []), mine.get(c.id, {})) for c in batch]
                 self._plan_batch(profiles, due)
                 seen += len(batch)
                 if self.progress:
                     self.progress(seen, total if total is None else max(total, seen))
+            recheck.finish()  # only once the whole audience was read (a source error raises)
         finally:
             latest.close()
+            recheck.close()
         if not self.dry_run:
             for campaign, occurrence in due:
                 if occurrence is not None and not self.report.campaign(campaign.name).error:
                     self.ledger.complete_occurrence(campaign.name, epoch(occurrence))
+
+    def _recheck(self) -> ConsentRecheck:
+        """The re-check of waiting messages' consent that this run makes (see outreach.recheck):
+        of the campaigns this run dispatches, on the channels configured now."""
+        return ConsentRecheck(self.ledger, self.channel_info, self.report,
+                              campaigns=sorted(self.only) if self.only is not None else None,
+                              dry_run=self.dry_run, row=self._withdrawn if self.on_row else None)
+
+    def _withdrawn(self, campaign: str, customer: str, key: str, channel: str, reason: str) -> None:
+        """A waiting message withdrawn (or that a dry run would withdraw), as ``plan`` lists it."""
+        if self.on_row:
+            self.on_row(PlanRow(campaign, customer, key, "withdrawn", channel, reason))
+
+    def _recheck_only(self, recheck: ConsentRecheck) -> None:
+        """No campaign is due but messages wait: read the audience for their consent alone.
+
+        No events, no rules, no policy chain: the customers are streamed in batches (memory
+        stays flat) and each batch costs the re-check's lookups only.
+        """
+        source = self.project.source()
+        total = None
+        if self.progress:
+            total = source.count_hint()
+            self.progress(0, total)
+        seen = 0
+        for batch in _batches(source.customers(self._row_problem), self.project.batch_size):
+            recheck.batch(batch)
+            seen += len(batch)
+            if self.progress:
+                self.progress(seen, total if total is None else max(total, seen))
+        recheck.finish()
 
     def _row_problem(self, problem: RowProblem) -> None:
         self.report.add_row_problem(str(problem))

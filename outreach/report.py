@@ -24,6 +24,12 @@ class CampaignReport:
     skipped: candidates refused by frequency caps / the suppression list / consent, address or
     another policy; failed: messages that will not be sent; unknown: messages that may have been
     sent (never resent without an operator's word).
+
+    A message planned earlier and stopped by policy before it was sent is counted where a
+    candidate refused for the same reason would be, not as ``failed`` (which sets the exit code):
+    a late suppression as ``suppressed``, a consent withdrawn meanwhile (or a customer gone from
+    the audience) as ``skipped`` (see :mod:`outreach.recheck`). In the ledger both are ``failed``
+    with their reason, so caps stop counting them.
     """
 
     name: str

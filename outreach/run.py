@@ -73,6 +73,9 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
         report.run_id = run_id
         status = "failed"
         try:
+            # Claims of a crashed process are taken back before planning, so that the messages
+            # queued again are re-checked for consent with the others (outreach.recheck).
+            report.recovered = ledger.recover()
             Planner(project, plugins, ledger, now, report, campaigns=campaigns, run_id=run_id,
                     on_row=on_row, progress=stage("planning")).run()
             if send:
