@@ -244,16 +244,20 @@ def test_withdraw_takes_only_messages_still_waiting(p):
                          f"thanks-{other}:e1": ("failed", "no")}
 
 
+
+#: A newsletter by SMS at 22:00: in quiet hours, so it waits (deferred) until the morning.
+NIGHTLY_SMS = '''
+    rule = "newsletter"
+    schedule = "0 22 * * *"
+    start = "2026-11-20"
+    channels = ["sms"]
+    [sms]
+    body = "Tonight's news, {{ customer.first_name }}"
+'''
+
 def test_a_run_with_no_campaign_due_still_withdraws(p):
     p.customers(ANI_BOTH)
-    p.campaign("news", '''
-        rule = "newsletter"
-        schedule = "0 22 * * *"
-        start = "2026-11-20"
-        channels = ["sms"]
-        [sms]
-        body = "Tonight's news, {{ customer.first_name }}"
-    ''')
+    p.campaign("news", NIGHTLY_SMS)
     night = p.run("2026-11-24T22:00")
     assert (night.campaigns["news"].due, night.campaigns["news"].deferred) == (True, 1)
     # She says no to SMS, and somebody else's row in the export is broken.
@@ -276,14 +280,7 @@ def test_a_run_with_no_campaign_due_still_withdraws(p):
 
 def test_the_light_pass_keeps_a_message_whose_consent_holds(p):
     p.customers(ANI_BOTH)
-    p.campaign("news", '''
-        rule = "newsletter"
-        schedule = "0 22 * * *"
-        start = "2026-11-20"
-        channels = ["sms"]
-        [sms]
-        body = "Tonight's news"
-    ''')
+    p.campaign("news", NIGHTLY_SMS)
     p.run("2026-11-24T22:00")
 
     morning = p.run(MORNING)

@@ -55,6 +55,25 @@ def make_plugin(**hooks):
     return module
 
 
+#: A win-back by email after 30 quiet days (it reads each customer's latest purchase).
+WINBACK = """
+    rule = "reminder"
+    channels = ["email"]
+    [params]
+    inactive_for = "30d"
+    [email]
+    subject = "We miss you"
+    body = "..."
+"""
+
+
+def use_source(project, name: str) -> None:
+    """Point the test project's audience at the source plugin ``name`` instead of its CSV files."""
+    config = project.root / "outreach.toml"
+    config.write_text(config.read_text().replace(
+        'source = "csv"\ncustomers = "customers.csv"\nevents = "events.csv"', f'source = "{name}"'))
+
+
 def test_a_plugin_registered_in_a_test_adds_a_channel_and_a_rule(sqlite_project):
     Pigeon.sent = []
     plugin = make_plugin(outreach_register_channels=lambda register: register(Pigeon),
@@ -289,10 +308,7 @@ def test_a_source_plugin_replaces_the_csv_files(sqlite_project):
             return iter(())
 
     plugins = get_plugins(extra=[make_plugin(outreach_register_sources=lambda register: register(Shop))])
-    text = (sqlite_project.root / "outreach.toml").read_text()
-    text = text.replace('source = "csv"\ncustomers = "customers.csv"\nevents = "events.csv"',
-                        'source = "shop-api"')
-    (sqlite_project.root / "outreach.toml").write_text(text)
+    use_source(sqlite_project, "shop-api")
     sqlite_project.campaign("n", DAILY + """
         [email]
         subject = "Hi {{ customer.first_name }}"
@@ -327,10 +343,7 @@ def test_a_source_plugins_events_reach_the_rules_as_it_made_them(sqlite_project)
             yield Event("e4", "s2", "purchase", datetime(2026, 9, 1, tzinfo=timezone.utc), {})
 
     plugins = get_plugins(extra=[make_plugin(outreach_register_sources=lambda register: register(Shop))])
-    text = (sqlite_project.root / "outreach.toml").read_text()
-    text = text.replace('source = "csv"\ncustomers = "customers.csv"\nevents = "events.csv"',
-                        'source = "shop-api"')
-    (sqlite_project.root / "outreach.toml").write_text(text)
+    use_source(sqlite_project, "shop-api")
     sqlite_project.campaign("thanks", """
         rule = "thank_you"
         channels = ["email"]
@@ -338,15 +351,7 @@ def test_a_source_plugins_events_reach_the_rules_as_it_made_them(sqlite_project)
         subject = "Thanks for the {{ event.item }}"
         body = "Order {{ event.id }}"
     """)
-    sqlite_project.campaign("winback", """
-        rule = "reminder"
-        channels = ["email"]
-        [params]
-        inactive_for = "30d"
-        [email]
-        subject = "We miss you"
-        body = "..."
-    """)
+    sqlite_project.campaign("winback", WINBACK)
     sqlite_project.run("2026-11-24T10:00", plugins=plugins)
     assert sorted((m["to"], m["subject"]) for m in sqlite_project.outbox("email")) == [
         ("aram@example.com", "We miss you"), ("nare@example.com", "Thanks for the bread")]
@@ -428,19 +433,8 @@ def test_a_source_failing_while_events_are_read_leaves_no_temporary_file(sqlite_
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     monkeypatch.setattr(planner, "_Activity", SmallActivity)
     plugins = get_plugins(extra=[make_plugin(outreach_register_sources=lambda register: register(Flaky))])
-    text = (sqlite_project.root / "outreach.toml").read_text()
-    text = text.replace('source = "csv"\ncustomers = "customers.csv"\nevents = "events.csv"',
-                        'source = "flaky"')
-    (sqlite_project.root / "outreach.toml").write_text(text)
-    sqlite_project.campaign("winback", '''
-        rule = "reminder"
-        channels = ["email"]
-        [params]
-        inactive_for = "30d"
-        [email]
-        subject = "We miss you"
-        body = "..."
-    ''')
+    use_source(sqlite_project, "flaky")
+    sqlite_project.campaign("winback", WINBACK)
 
     # The caller keeps the error (and its traceback, which holds the planner's frames) meanwhile,
     # as a report or a log handler would: the file must be gone by then, not at collection.
