@@ -188,23 +188,16 @@ class Planner:
                 self._versions[campaign.name] = self.ledger.store_version(
                     campaign.name, campaign.version, campaign.content)
         source = self.project.source()
-        total = None
-        if self.progress:
-            total = source.count_hint()
-            self.progress(0, total)  # the bar shows while events are read
+        total = self._progress_total(source)  # the bar shows while events are read
         events, latest = self._collect_events(source, [c for c, _ in due])
-        seen = 0
         try:
             recheck.start()
-            for batch in _batches(source.customers(self._row_problem), self.project.batch_size):
+            for batch in self._audience(source, total):
                 # Before the batch is planned: a withdrawn message no longer counts towards caps.
                 recheck.batch(batch)
                 mine = latest.for_batch([c.id for c in batch])
                 profiles = [Profile(c, events.get(c.id, []), mine.get(c.id, {})) for c in batch]
                 self._plan_batch(profiles, due)
-                seen += len(batch)
-                if self.progress:
-                    self.progress(seen, total if total is None else max(total, seen))
             recheck.finish()  # only once the whole audience was read (a source error raises)
         finally:
             latest.close()
@@ -233,17 +226,26 @@ class Planner:
         stays flat) and each batch costs the re-check's lookups only.
         """
         source = self.project.source()
-        total = None
-        if self.progress:
-            total = source.count_hint()
-            self.progress(0, total)
+        for batch in self._audience(source, self._progress_total(source)):
+            recheck.batch(batch)
+        recheck.finish()
+
+    def _progress_total(self, source: Source) -> int | None:
+        """Show the progress bar (when there is one) with the audience's size, if known cheaply."""
+        if not self.progress:
+            return None
+        total = source.count_hint()
+        self.progress(0, total)
+        return total
+
+    def _audience(self, source: Source, total: int | None) -> Iterator[list[Customer]]:
+        """The source's customers in planning batches; the bar moves once each batch is done."""
         seen = 0
         for batch in _batches(source.customers(self._row_problem), self.project.batch_size):
-            recheck.batch(batch)
+            yield batch
             seen += len(batch)
             if self.progress:
                 self.progress(seen, total if total is None else max(total, seen))
-        recheck.finish()
 
     def _row_problem(self, problem: RowProblem) -> None:
         self.report.add_row_problem(str(problem))
