@@ -63,6 +63,19 @@ class RetryPolicy:
 
 
 @dataclass
+class WorkersConfig:
+    """The ``[workers]`` table: planning and delivery placed on ``outreach worker`` processes
+    (PostgreSQL ledgers only; see :mod:`outreach.workers`)."""
+
+    #: Planning shards per run: customers are split by a hash of their id.
+    shards: int = 8
+    #: A cron expression: the workers start a run on it themselves (no cron on any host).
+    schedule: str | None = None
+    #: How often each worker takes back expired claims and stalled shards and sends what is due.
+    sweep: timedelta = timedelta(seconds=30)
+
+
+@dataclass
 class ChannelConfig:
     """One ``[channels.NAME]`` table, validated."""
 
@@ -156,6 +169,8 @@ class Project:
     warnings: list[Problem] = field(default_factory=list)
     batch_size: int = 2000
     claim_ttl: timedelta = timedelta(minutes=10)
+    #: Set when ``[workers]`` is: ``outreach run`` then plans in shards on the workers.
+    workers: WorkersConfig | None = None
 
     def source(self) -> Source:
         """A fresh audience source."""
@@ -169,13 +184,19 @@ _DEPLOYMENT_KEYS = {
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
 }
-_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry")
+_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers")
 _RETRY_KEYS = {
     "max_attempts": Setting("int", default=5, minimum=1),
     "attempts_per_run": Setting("int", default=3, minimum=1),
     "backoff": Setting("duration", default=timedelta(minutes=1)),
     "max_backoff": Setting("duration", default=timedelta(hours=1)),
     "max_wait": Setting("duration", default=timedelta(seconds=30)),
+}
+_WORKERS_KEYS = {
+    "shards": Setting("int", default=8, minimum=1, help="planning shards per run"),
+    "schedule": Setting("str", help="cron expression on which the workers start a run"),
+    "sweep": Setting("duration", default=timedelta(seconds=30), minimum=1,
+                     help="how often a worker recovers expired claims and stalled shards"),
 }
 _CAP_KEYS = {
     "max": Setting("int", required=True, minimum=0, help="messages allowed in the window"),
@@ -259,6 +280,7 @@ def load_project(
                            file=f, prefix="retry")
     problems += retry_values.problems
     retry = RetryPolicy(**retry_values.values) if not retry_values.problems else RetryPolicy()
+    workers = _load_workers(data["workers"], ledger_url, f, problems) if "workers" in data else None
 
     if problems:
         raise ConfigError(problems)
@@ -294,8 +316,28 @@ def load_project(
         root=root, file=config_path, timezone=tz_name, tz=tz, ledger_url=ledger_url,
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
-        batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"],
+        batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], workers=workers,
     )
+
+
+def _load_workers(table: Any, ledger_url: str, f: str,
+                  problems: list[Problem]) -> WorkersConfig | None:
+    if not isinstance(table, dict):
+        return None  # reported with the other tables that are not tables
+    resolved = resolve(_WORKERS_KEYS, table, file=f, prefix="workers")
+    problems += resolved.problems
+    values = resolved.values
+    schedule = values.get("schedule")
+    if schedule is not None and not croniter.is_valid(schedule):
+        problems.append(Problem(f, "workers.schedule", "expected a cron expression such as "
+                                                       f"\"*/10 * * * *\", got {schedule!r}"))
+    if ledger_url.startswith("sqlite"):
+        problems.append(Problem(f, "workers", "workers share their jobs through a PostgreSQL "
+                                              "ledger; remove [workers] or set ledger = "
+                                              "\"postgresql://…\""))
+    if resolved.problems:
+        return None
+    return WorkersConfig(shards=values["shards"], schedule=schedule, sweep=values["sweep"])
 
 
 def _ledger_url(url: str, root: Path, f: str, problems: list[Problem]) -> str:

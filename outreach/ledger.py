@@ -200,6 +200,15 @@ def _marks(prefix: str, values: Sequence[Any], params: dict[str, Any]) -> str:
     return ", ".join(":" + n for n in names)
 
 
+#: Taken (on PostgreSQL) by whoever creates tables in the ledger's schema, for the length of its
+#: transaction: two concurrent CREATE TABLEs would otherwise collide on the catalogue.
+SCHEMA_LOCK = ("SELECT pg_advisory_xact_lock(hashtext(current_database() || '.' || current_schema() "
+               "|| '.outreach-schema'))")
+
+#: The planner lock's advisory key on PostgreSQL: one per ledger (two ledgers in different schemas
+#: of one database do not block each other). Planning shards hold it shared (outreach.workers).
+PLANNER_LOCK_KEY = "hashtext(current_database() || '.' || current_schema() || '.outreach-planner')"
+
 #: The states a claim takes messages from.
 _CLAIMABLE = ("queued", "deferred")
 #: What a claim returns, in the order of Claimed's fields.
@@ -285,8 +294,7 @@ class Ledger:
         """
         with self.engine.begin() as conn:
             if not self.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_database() || '.' "
-                                  "|| current_schema() || '.outreach-schema'))"))
+                conn.execute(text(SCHEMA_LOCK))
             metadata.create_all(conn, checkfirst=True)
             _migrate(conn)
 
@@ -320,11 +328,8 @@ class Ledger:
             finally:
                 lock.release()
             return
-        # One lock per ledger: two ledgers in different schemas of one database do not block
-        # each other.
-        key_sql = "hashtext(current_database() || '.' || current_schema() || '.outreach-planner')"
         with self.engine.connect() as conn:
-            key = conn.execute(text(f"SELECT {key_sql}")).scalar()
+            key = conn.execute(text(f"SELECT {PLANNER_LOCK_KEY}")).scalar()
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             conn.commit()
             if not got:

@@ -19,7 +19,7 @@ import pytest
 
 from outreach import hookimpl
 from outreach.channel import Channel, Delivery, TemplateField, TransientError
-from outreach.dispatch import RateLimiter
+from outreach.ratelimit import RateLimiter
 from outreach.plugins import get_plugins
 
 N = 24
