@@ -114,4 +114,7 @@ def ensure_schema(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text(SCHEMA_LOCK))
         if conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None:
-            conn.exec_driver_sql(SchemaManager.get_schema())
+            # Straight to the driver, without parameters: the schema's SQL has % signs of its own.
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute(SchemaManager.get_schema())
