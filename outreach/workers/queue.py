@@ -96,6 +96,24 @@ class JobQueue:
                 ids.append(None)
         return ids
 
+    def job_states(self, conn: Connection, ids: Sequence[int], stalled_after: float
+                   ) -> dict[int, str]:
+        """procrastinate's status of these jobs (``todo``, ``doing``, ``succeeded``...), and
+        ``stalled`` for one running on a worker that stopped beating (or was pruned)."""
+        if not ids:
+            return {}
+        if self.in_memory:
+            jobs = self.app.connector.jobs
+            return {i: jobs[i]["status"] for i in ids if i in jobs}
+        rows = conn.exec_driver_sql(
+            "SELECT j.id, j.status::text, j.worker_id, "
+            "w.last_heartbeat < now() - make_interval(secs => %(s)s) AS late "
+            "FROM procrastinate_jobs j LEFT JOIN procrastinate_workers w ON w.id = j.worker_id "
+            "WHERE j.id = ANY(%(ids)s)", {"ids": list(ids), "s": stalled_after}).all()
+        conn.commit()
+        return {r[0]: ("stalled" if r[1] == "doing" and (r[2] is None or r[3]) else r[1])
+                for r in rows}
+
     def _configure(self, task: str, raw: Any, queueing_lock: str | None,
                    scheduled_at: datetime | None) -> Any:
         return self.app.configure_task(

@@ -164,7 +164,8 @@ def recover_shards(ledger: Ledger, queue: JobQueue, stalled_after: float = 30.0)
         conn.commit()
         if not rows:
             return 0
-        jobs = _job_states(conn, [r.job_id for r in rows if r.job_id is not None], stalled_after)
+        jobs = queue.job_states(conn, [r.job_id for r in rows if r.job_id is not None],
+                                stalled_after)
         again = 0
         for row in rows:
             if row.state == "planning":
@@ -202,21 +203,6 @@ def recover_shards(ledger: Ledger, queue: JobQueue, stalled_after: float = 30.0)
                     continue
                 again += 1
         return again
-
-
-def _job_states(conn: Connection, ids: list[int], stalled_after: float) -> dict[int, str]:
-    """procrastinate's status of these jobs; ``stalled`` for one running on a worker that
-    stopped beating (or was pruned)."""
-    if not ids:
-        return {}
-    rows = conn.exec_driver_sql(
-        "SELECT j.id, j.status::text, j.worker_id, "
-        "w.last_heartbeat < now() - make_interval(secs => %(s)s) AS late "
-        "FROM procrastinate_jobs j LEFT JOIN procrastinate_workers w ON w.id = j.worker_id "
-        "WHERE j.id = ANY(%(ids)s)", {"ids": ids, "s": stalled_after}).all()
-    conn.commit()
-    return {r[0]: ("stalled" if r[1] == "doing" and (r[2] is None or r[3]) else r[1])
-            for r in rows}
 
 
 def run_state(ledger: Ledger, run_id: str) -> dict[str, Any]:
