@@ -7,17 +7,20 @@ ledger's database, a virtual clock (the generic cell-rate algorithm):
 
 * ``next_at`` is the time (the database's clock, in seconds) from which the channel's next send
   slot is free. A process that needs slots reserves a block of ``k`` of them in one statement:
-  the block starts at ``max(next_at, now - slack)`` and ``next_at`` moves ``k / rate`` on.
+  the block starts at ``max(next_at, now)`` and ``next_at`` moves ``k / rate`` on.
 * The statement answers how far the block's start is from the database's ``now``, so a host
   waits by its own monotonic clock: hosts' wall clocks never have to agree.
 * Within a block, the process spaces its ``k`` sends ``1 / rate`` apart, as one process always
   has. Blocks are ``rate × 0.1 s`` long (10 slots at 100/s): each process makes about ten small
   updates a second while it sends, whatever the rate.
-* A slot more than ``slack`` in the past is never used (an idle process does not come back with
-  a burst), and the budget lends at most ``slack`` of idle time to a block: at most
-  ``rate × slack`` sends (5 at 100/s) leave closer together than the even spacing.
+* A block never starts in the past (the budget lends no idle time: with several processes, idle
+  time lent to each would add up), and a slot is used at most ``slack`` late (a process busy for
+  a moment) or not at all: neither an idle process nor one whose event loop was held up comes
+  back with a burst.
 
-Sends are therefore spaced as if one process made them all, whichever processes make them.
+Every slot is handed to one process, and slots are ``1 / rate`` apart: in any window of ``w``
+seconds at most ``rate × (w + slack) + 1`` messages leave, whichever processes send them (at
+100/s, a burst of 6 at most; providers meter with a bucket of about a tenth of a second's worth).
 The README's "Scaling out" section has the figures and the model.
 """
 
@@ -48,7 +51,7 @@ _RESERVE = (
     "INSERT INTO outreach_rate_budget AS b (channel, next_at) "
     "VALUES (%(channel)s, extract(epoch FROM clock_timestamp()) + %(span)s) "
     "ON CONFLICT (channel) DO UPDATE SET next_at = "
-    "greatest(b.next_at, extract(epoch FROM clock_timestamp()) - %(slack)s) + %(span)s "
+    "greatest(b.next_at, extract(epoch FROM clock_timestamp())) + %(span)s "
     "RETURNING next_at - %(span)s - extract(epoch FROM clock_timestamp())")
 
 
@@ -106,11 +109,12 @@ class SharedRateLimiter(RateLimiter):
         """Reserve ``k`` consecutive slots of the shared budget; the local (monotonic) time of
         the first."""
         assert self.rate
-        asked = self._clock()
         with self.engine.begin() as conn:
-            ahead = conn.exec_driver_sql(_RESERVE, {"channel": self.channel, "span": k / self.rate,
-                                                    "slack": self.slack}).scalar_one()
-        return asked + float(ahead)
+            ahead = conn.exec_driver_sql(_RESERVE, {"channel": self.channel,
+                                                    "span": k / self.rate}).scalar_one()
+        # Timed from the answer, not the question: a slow round trip makes the block look later
+        # than it is (a slot used a little late), never earlier (two processes at once).
+        return self._clock() + float(ahead)
 
     def delay(self, n: int = 1) -> float:
         """Take the next ``n`` slots (reserving a block when this one has too few); seconds until
@@ -130,6 +134,19 @@ class SharedRateLimiter(RateLimiter):
         self._slot += n / self.rate
         self._left -= n
         return max(0.0, start - now)
+
+    async def acquire(self, n: int = 1) -> None:
+        """Wait until ``n`` more messages may leave. A wait that overran its slot by more than
+        ``slack`` (the event loop was held up: a long statement, another thread) gives the slot
+        up and takes the next: several calls waking late together would otherwise leave at once.
+        """
+        while True:
+            wait = self.delay(n)
+            slot = self._clock() + wait
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._clock() - slot <= self.slack:
+                return
 
 
 def ensure_budget(engine: Engine) -> None:

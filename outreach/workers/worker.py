@@ -46,7 +46,7 @@ log = logging.getLogger("outreach.workers")
 
 #: A delivery job claims at most this many seconds of a rate-limited channel's rate at once:
 #: the rate is shared by every worker, so each takes its share of the work, not all of it.
-CLAIM_SECONDS = 5.0
+CLAIM_SECONDS = 1.0
 #: Seconds between a worker's beats; one not seen for three beats is shown as gone.
 BEAT = 5.0
 
