@@ -428,7 +428,8 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
         out[name] = ChannelConfig(
             name=name, plugin=plugin, cls=cls, settings=own,
             consent=values.get("consent") or name, rate_limit=values.get("rate_limit"),
-            concurrency=values["concurrency"], timeout=float(values["timeout"]),
+            concurrency=values.get("concurrency") or cls.default_concurrency(),
+            timeout=float(values["timeout"]),
             quiet_hours=quiet[name] if name in quiet else (
                 DEFAULT_PHONE_QUIET_HOURS if cls.address == "phone" else None),
         )

@@ -35,7 +35,7 @@ from sqlalchemy import (
     create_engine, event, func, insert, select, text, update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from outreach.errors import LedgerBusy, OutreachError
 from outreach.rule import PastMessage
@@ -342,18 +342,27 @@ class Ledger:
 
     # ------------------------------------------------------------------ campaign versions and state
     def store_version(self, campaign: str, version: str, content: Mapping[str, Any]) -> int:
-        """The id of this campaign version, storing its content the first time it is seen."""
-        with self.engine.begin() as conn:
-            found = conn.execute(select(campaign_versions.c.id).where(
-                campaign_versions.c.campaign == campaign, campaign_versions.c.hash == version)).scalar()
-            if found is not None:
-                return found
-            key = conn.execute(insert(campaign_versions).values(
-                campaign=campaign, hash=version, created_at=wall_clock(),
-                content=json.dumps(content, ensure_ascii=False, sort_keys=True),
-            )).inserted_primary_key
-            assert key is not None  # a single-row INSERT without RETURNING: SQLAlchemy reads it
-            return key[0]
+        """The id of this campaign version, storing its content the first time it is seen.
+
+        Processes that store the same version at once (planning shards) all get its one id: the
+        insert that loses the race on the unique (campaign, hash) reads the winner's.
+        """
+        wanted = select(campaign_versions.c.id).where(
+            campaign_versions.c.campaign == campaign, campaign_versions.c.hash == version)
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(wanted).scalar()
+                if found is not None:
+                    return found
+                key = conn.execute(insert(campaign_versions).values(
+                    campaign=campaign, hash=version, created_at=wall_clock(),
+                    content=json.dumps(content, ensure_ascii=False, sort_keys=True),
+                )).inserted_primary_key
+                assert key is not None  # a single-row INSERT without RETURNING: SQLAlchemy reads it
+                return key[0]
+        except IntegrityError:
+            with self.engine.begin() as conn:
+                return conn.execute(wanted).scalar_one()
 
     def version_content(self, version_id: int) -> dict[str, Any]:
         """The stored content of a campaign version (cached: versions never change)."""

@@ -83,8 +83,10 @@ def test_guarantees_a_worker_killed_at_any_moment(tmp_path, pg_url):
         p = _project(tmp_path, pg_url, fake, n, shards=8)
         workers = [spawn(p, "worker", "--concurrency", "2") for _ in range(4)]
         try:
-            assert p.cli("run", "--now", "2026-11-24T09:30", "--wait", timeout=300).code == 0
-            baseline = len(fake.messages)  # the 09:00 occurrence (the campaign starts that day)
+            first = p.cli("run", "--now", "2026-11-24T09:30", "--wait", timeout=300)
+            assert first.code == 0, first.stdout + first.stderr
+            baseline = len(fake.messages)
+            assert baseline == n  # the 09:00 occurrence (the campaign starts that day)
             for trial in range(trials):
                 hour = 10 + trial
                 day, hour = 24 + hour // 24, hour % 24
@@ -109,7 +111,7 @@ def test_guarantees_a_worker_killed_at_any_moment(tmp_path, pg_url):
                 finally:
                     ledger.close()
                 # Every customer planned once in this run (the occurrence is new).
-                assert sum(r[3] for r in rows) == n, trial
+                assert sum(r[3] for r in rows) == n, (trial, p.cli("status", "--json").stdout, [w.poll() for w in workers], [w.stderr.read() if w.poll() is not None else "" for w in workers])
                 body = f"News 2026-11-{day}T{hour:02d}:00:00-08:00"
                 got = Counter(m.to for m in fake.messages if m.body.startswith(body))
                 assert not [to for to, k in got.items() if k > 1], f"duplicates in trial {trial}"

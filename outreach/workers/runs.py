@@ -39,9 +39,12 @@ from outreach.workers.shards import (
 MAX_ATTEMPTS = 5
 
 
-def combined(summaries: Sequence[Mapping[str, Any]], now: str, run_id: str | None) -> RunReport:
+def combined(summaries: Sequence[Mapping[str, Any]], now: str, run_id: str | None,
+             failed: Sequence[str] = ()) -> RunReport:
     """One report from the shards' reports (their ``as_dict`` forms): counters and reasons summed,
-    a campaign due where any shard found it due, the first error of each campaign kept."""
+    a campaign due where any shard found it due, the first error of each campaign kept. A shard
+    that ``failed`` (its reasons) is the error of every due campaign: part of its audience was
+    not planned."""
     report = RunReport(now=now, run_id=run_id)
     for summary in summaries:
         for c in summary.get("campaigns", []):
@@ -59,6 +62,10 @@ def combined(summaries: Sequence[Mapping[str, Any]], now: str, run_id: str | Non
         recovered = summary.get("recovered", {})
         report.recovered = (report.recovered[0] + int(recovered.get("requeued", 0)),
                             report.recovered[1] + int(recovered.get("unknown", 0)))
+    if failed:
+        for rep in report.campaigns.values():
+            if rep.due and not rep.error:
+                rep.error = "; ".join(failed)
     return report
 
 
@@ -111,6 +118,8 @@ def start_run(project: Project, plugins: Plugins, ledger: Ledger, queue: JobQueu
             for campaign, occurrence in due:
                 if occurrence is not None:
                     ledger.begin_occurrence(campaign.name, epoch(occurrence))
+                # Once here rather than by every shard at the same moment.
+                ledger.store_version(campaign.name, campaign.version, campaign.content)
             jobs = [ShardJob(run_id, i, count, epoch(now),
                              {c.name: None if o is None else epoch(o) for c, o in due},
                              list(campaigns) if campaigns else None, send) for i in range(count)]
@@ -205,6 +214,12 @@ def recover_shards(ledger: Ledger, queue: JobQueue, stalled_after: float = 30.0)
         return again
 
 
+def shard_failures(rows: Sequence[Any]) -> list[str]:
+    """What went wrong, one line per failed shard row."""
+    return [f"shard {r.shard + 1} of {r.shards} failed: {r.error or 'no reason recorded'}"
+            for r in rows if r.state == "failed"]
+
+
 def run_state(ledger: Ledger, run_id: str) -> dict[str, Any]:
     """Where a run is: its shards by state, and its messages by state."""
     with ledger.reader.connect() as conn:
@@ -230,9 +245,7 @@ def wait_for(ledger: Ledger, report: RunReport, *, send: bool, poll: float = 0.5
                 break
         time.sleep(poll)
     with ledger.reader.connect() as conn:
-        summaries = [json.loads(s) for (s,) in conn.execute(
-            select(shards_table.c.summary).where(shards_table.c.run_id == run_id,
-                                                 shards_table.c.summary.is_not(None))).all()]
+        rows = conn.execute(select(shards_table).where(shards_table.c.run_id == run_id)).all()
         # What delivery did: sent, unknown, and failed after an attempt (a message withdrawn or
         # suppressed before it left was never attempted, and the shards counted it already).
         sent = conn.execute(select(messages.c.campaign, messages.c.state, func.count())
@@ -240,7 +253,8 @@ def wait_for(ledger: Ledger, report: RunReport, *, send: bool, poll: float = 0.5
                                    messages.c.state.in_(("sent", "unknown"))
                                    | ((messages.c.state == "failed") & (messages.c.attempts > 0)))
                             .group_by(messages.c.campaign, messages.c.state)).all()
-    total = combined(summaries, report.now, run_id)
+    total = combined([json.loads(r.summary) for r in rows if r.summary], report.now, run_id,
+                     shard_failures(rows))
     total.recovered = report.recovered
     total.skipped_campaigns = report.skipped_campaigns
     for campaign, state_, n in sent:

@@ -255,9 +255,7 @@ def _finish(ledger: FencedLedger, job: ShardJob, state: str, report: RunReport,
     """Record the shard's end; the last shard of a run also completes the run."""
     conn = ledger.conn
     with ledger.engine.begin():
-        rows = conn.execute(select(shards_table.c.shard, shards_table.c.state,
-                                   shards_table.c.summary)
-                            .where(shards_table.c.run_id == job.run)
+        rows = conn.execute(select(shards_table).where(shards_table.c.run_id == job.run)
                             .with_for_update()).all()
         summary = report.as_dict()
         conn.execute(update(shards_table).where(
@@ -267,10 +265,13 @@ def _finish(ledger: FencedLedger, job: ShardJob, state: str, report: RunReport,
         states[job.shard] = state
         if not all(s in CLOSED for s in states.values()):
             return
-        from outreach.workers.runs import combined
+        from outreach.workers.runs import combined, shard_failures
 
-        total = combined([json.loads(r.summary) for r in rows
-                          if r.shard != job.shard and r.summary] + [summary], report.now, job.run)
+        others = [r for r in rows if r.shard != job.shard]
+        failed = shard_failures(others) + (
+            [f"shard {job.shard + 1} of {job.shards} failed: {error}"] if state == "failed" else [])
+        total = combined([json.loads(r.summary) for r in others if r.summary] + [summary],
+                         report.now, job.run, failed)
         planned = all(s == "done" for s in states.values())
         if planned:
             for name, occurrence in job.due.items():

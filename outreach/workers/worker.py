@@ -183,9 +183,11 @@ def sweep(env: Env) -> dict[str, int]:
     due = env.ledger.due_count(wall_clock(), None, list(env.project.channels))
     queued = 0
     if due:
+        # One waiting job per worker that sweeps (a lock of its own name): every worker may send
+        # a large backlog at once, and however often sweeps come, no more jobs than workers wait.
         with env.ledger.engine.begin() as conn:
             queued = sum(1 for i in env.queue.defer(conn, [Job(
-                DISPATCH_TASK, {}, queueing_lock="outreach-sweep")]) if i is not None)
+                DISPATCH_TASK, {}, queueing_lock=f"outreach-sweep-{env.name}")]) if i is not None)
     return {"requeued": requeued, "unknown": unknown, "shards": shards, "due": due,
             "dispatch_jobs": queued}
 
