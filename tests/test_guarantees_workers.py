@@ -75,9 +75,9 @@ def _settled(p, run_id) -> bool:
 
 
 def test_guarantees_a_worker_killed_at_any_moment(tmp_path, pg_url):
-    """20 runs, each a new occurrence of an hourly newsletter to 1,500 customers in 8 shards on 4
+    """20 runs, each a new occurrence of an hourly newsletter to 600 customers in 8 shards on 4
     workers; in each, one worker is killed with SIGKILL at a random moment and a new one started."""
-    n, trials = 1500, 20
+    n, trials = 600, int(os.environ.get("OUTREACH_WORKER_TRIALS", "20"))
     rng = random.Random(int(os.environ.get("OUTREACH_TRIAL_SEED", "15")))
     with FakeTwilio(validate=False) as fake:
         p = _project(tmp_path, pg_url, fake, n, shards=8)
@@ -90,6 +90,7 @@ def test_guarantees_a_worker_killed_at_any_moment(tmp_path, pg_url):
             for trial in range(trials):
                 hour = 10 + trial
                 day, hour = 24 + hour // 24, hour % 24
+                began = time.monotonic()
                 started = p.cli("run", "--now", f"2026-11-{day}T{hour:02d}:05", "--json")
                 assert started.code == 0, started.stderr
                 run_id = started.json()["run_id"]
@@ -100,6 +101,7 @@ def test_guarantees_a_worker_killed_at_any_moment(tmp_path, pg_url):
                 workers[victim] = spawn(p, "worker", "--concurrency", "2")
                 assert wait_for(lambda: _settled(p, run_id), timeout=240, step=0.5), \
                     (trial, _run_state(p, run_id))
+                print(f"trial {trial}: settled {time.monotonic() - began:.1f} s after its start")
                 ledger = p.ledger()
                 try:
                     with ledger.reader.connect() as conn:
@@ -111,7 +113,7 @@ def test_guarantees_a_worker_killed_at_any_moment(tmp_path, pg_url):
                 finally:
                     ledger.close()
                 # Every customer planned once in this run (the occurrence is new).
-                assert sum(r[3] for r in rows) == n, (trial, p.cli("status", "--json").stdout, [w.poll() for w in workers], [w.stderr.read() if w.poll() is not None else "" for w in workers])
+                assert sum(r[3] for r in rows) == n, (trial, p.cli("status", "--json").stdout)
                 body = f"News 2026-11-{day}T{hour:02d}:00:00-08:00"
                 got = Counter(m.to for m in fake.messages if m.body.startswith(body))
                 assert not [to for to, k in got.items() if k > 1], f"duplicates in trial {trial}"

@@ -49,6 +49,10 @@ log = logging.getLogger("outreach.workers")
 CLAIM_SECONDS = 1.0
 #: Seconds between a worker's beats; one not seen for three beats is shown as gone.
 BEAT = 5.0
+#: procrastinate's heartbeat, and how long without one makes a worker's jobs stalled. A worker
+#: taken for stalled wrongly costs a shard planned twice (the second time finds it planned).
+HEARTBEAT = 2.0
+STALLED_AFTER = 10.0
 
 _metadata = MetaData()
 workers_table = Table(
@@ -179,7 +183,7 @@ def sweep(env: Env) -> dict[str, int]:
     from outreach.workers.runs import recover_shards
 
     requeued, unknown = env.ledger.recover()
-    shards = recover_shards(env.ledger, env.queue)
+    shards = recover_shards(env.ledger, env.queue, STALLED_AFTER)
     due = env.ledger.due_count(wall_clock(), None, list(env.project.channels))
     queued = 0
     if due:
@@ -233,7 +237,7 @@ async def _close_stalled_jobs(app: Any) -> None:
     by itself, and outreach does not need it to (the sweep recovers their claims and shards)."""
     from procrastinate import jobs
 
-    for job in await app.job_manager.get_stalled_jobs():
+    for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER):
         await app.job_manager.finish_job(job, jobs.Status.FAILED, delete_job=False)
 
 
@@ -262,7 +266,8 @@ def serve(project: Project, plugins: Plugins, *, concurrency: int,
                 try:
                     await app.run_worker_async(
                         concurrency=concurrency, name=me, queues=list(queues) if queues else None,
-                        additional_context={"outreach": env}, install_signal_handlers=True)
+                        additional_context={"outreach": env}, install_signal_handlers=True,
+                        update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER)
                 finally:
                     side.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
