@@ -101,6 +101,23 @@ class Workers:
         for _ in range(count):
             self.start()
 
+    def ready(self, url: str, timeout: float = 300) -> None:
+        """Wait until every worker has said it is alive (imports and start-up done)."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            def alive() -> bool:
+                with engine.connect() as conn:
+                    if conn.execute(text("SELECT to_regclass('outreach_workers')")).scalar() is None:
+                        return False
+                    return conn.execute(text(
+                        "SELECT count(*) FROM outreach_workers WHERE seen_at > :t"),
+                        {"t": int(time.time()) - 10}).scalar() >= len(self.procs)
+            wait_until(alive, timeout)
+        finally:
+            engine.dispose()
+
     def start(self) -> subprocess.Popen:
         args = [OUTREACH, "worker", "--concurrency", str(self.concurrency)]
         for q in self.queues:

@@ -30,8 +30,8 @@ def measure(customers: int, shards: int, workers: int) -> dict:
                 tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
             out = project(Path(tmp), url, fake.url, customers, shards=shards)
             env = env_for("twilio", fake.info)
-            with Workers(out, env, workers, concurrency=1, queues=("outreach-plan",)):
-                time.sleep(3)  # the workers are up (imports, schema) before the clock starts
+            with Workers(out, env, workers, concurrency=1, queues=("outreach-plan",)) as procs:
+                procs.ready(url)  # the workers are up (imports, schema) before the clock starts
                 started = time.monotonic()
                 run = outreach(out, env, "run", "--now", "2026-11-24T09:30", "--no-send")
                 ended = wait_until(lambda: planned(url, run["run_id"]), step=0.1)

@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> dict:
     late = [t for t in seen["rate_limited"] if t - first > 1.0]
     share = 100.0 * achieved / a.rate
     busiest = max((sum(1 for t in times if s <= t < s + 1.0) for s in times), default=0)
+    if times:
+        per_second = [0] * (int(times[-1] - times[0]) + 1)
+        for t in times:
+            per_second[int(t - times[0])] += 1
+        print("requests in each second from the first:", per_second)
     print(f"{workers} workers sent {seen['messages']:,} of {n:,} at rate_limit = {a.rate:g}/s: "
           f"{achieved:.1f}/s in aggregate ({share:.1f} %), busiest second {busiest}; "
           f"429s: {len(seen['rate_limited'])} in all, {len(late)} after the first second")

@@ -104,6 +104,7 @@ class SharedRateLimiter(RateLimiter):
         #: The current block: the local time of its next free slot, and how many are left.
         self._slot = 0.0
         self._left = 0
+        self._turn: asyncio.Lock | None = None
 
     def reserve(self, k: int) -> float:
         """Reserve ``k`` consecutive slots of the shared budget; the local (monotonic) time of
@@ -136,17 +137,24 @@ class SharedRateLimiter(RateLimiter):
         return max(0.0, start - now)
 
     async def acquire(self, n: int = 1) -> None:
-        """Wait until ``n`` more messages may leave. A wait that overran its slot by more than
-        ``slack`` (the event loop was held up: a long statement, another thread) gives the slot
-        up and takes the next: several calls waking late together would otherwise leave at once.
+        """Wait until ``n`` more messages may leave.
+
+        Callers take their turn one at a time, each waiting for the next slot: a slot is given to
+        a caller only when it is due, not handed out ahead to every caller in flight. A wait that
+        overran its slot by more than ``slack`` (the event loop was held up: a long statement,
+        another thread) takes the slot due now instead: callers waking late together would
+        otherwise leave at once, and slots handed out ahead would all be lost to one pause.
         """
-        while True:
-            wait = self.delay(n)
-            slot = self._clock() + wait
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if self._clock() - slot <= self.slack:
-                return
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            while True:
+                wait = self.delay(n)
+                slot = self._clock() + wait
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if self._clock() - slot <= self.slack:
+                    return
 
 
 def ensure_budget(engine: Engine) -> None:

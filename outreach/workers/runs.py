@@ -223,10 +223,10 @@ def shard_failures(rows: Sequence[Any]) -> list[str]:
 def run_state(ledger: Ledger, run_id: str) -> dict[str, Any]:
     """Where a run is: its shards by state, and its messages by state."""
     with ledger.reader.connect() as conn:
-        shards = dict(conn.execute(select(shards_table.c.state, func.count())
+        shards: dict[str, int] = dict(conn.execute(select(shards_table.c.state, func.count())
                                    .where(shards_table.c.run_id == run_id)
                                    .group_by(shards_table.c.state)).all())
-        states = dict(conn.execute(select(messages.c.state, func.count())
+        states: dict[str, int] = dict(conn.execute(select(messages.c.state, func.count())
                                    .where(messages.c.run_id == run_id)
                                    .group_by(messages.c.state)).all())
     return {"shards": shards, "messages": states}
