@@ -111,6 +111,10 @@ def _print_report(report: RunReport) -> None:
             out.print(f"[red]{rep.name}: {rep.error}[/red]")
         for reason, n in rep.reasons.most_common(5):
             out.print(f"  {rep.name}: {n} × {reason}", markup=False)
+    for stopped in report.stopped_channels.values():
+        err.print(f"channel {stopped.channel!r} stopped: {stopped.reason}. {stopped.released} "
+                  "message(s) left queued, none failed: fix the channel's configuration and run "
+                  "again to send them.", style="bold red", markup=False)
     if report.recovered != (0, 0):
         out.print(f"recovered from an earlier crash: {report.recovered[0]} queued again, "
                   f"{report.recovered[1]} marked unknown (see `outreach status`)")
