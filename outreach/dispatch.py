@@ -320,7 +320,8 @@ class Dispatcher:
                 message = self._message(row, {}, {})
                 text = f"suppressed after it was planned: {reason}"
                 outcomes.append(_Outcome(_Work(message, row), "failed", error=PermanentError(text),
-                                         fields={"error": text, "attempts": row.attempts},
+                                         fields={"error": text, "attempts": row.attempts,
+                                                 "stopped_by": "suppression"},
                                          counted_as="suppressed"))
                 continue
             try:
@@ -480,7 +481,10 @@ class Dispatcher:
                 "error": f"attempt {attempts} of {self.retry.max_attempts}: {text}",
                 "attempts": attempts, "due_at": epoch(self.now) + int(delay) + 1})
         if isinstance(exc, PermanentError):
-            return _Outcome(w, "failed", error=exc, fields={"error": text, "attempts": attempts})
+            fields: dict[str, Any] = {"error": text, "attempts": attempts}
+            if exc.suppress:  # the provider's STOP or bounce: a refusal, not a delivery failure
+                fields["stopped_by"] = "suppression"
+            return _Outcome(w, "failed", error=exc, fields=fields)
         return _Outcome(w, "unknown", error=exc, fields={"error": text, "attempts": attempts})
 
     # ------------------------------------------------------------------ recording
