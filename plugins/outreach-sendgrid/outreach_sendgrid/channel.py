@@ -471,8 +471,8 @@ class SendGridChannel(Channel):
         if status >= 500:
             return TransientError(message, code=status, retry_after=retry_after(headers))
         if status in (401, 403):
-            key = self.config.get("api_key")
-            where = f" ${key.env}" if getattr(key, "env", None) else ""
+            env = getattr(self.config.get("api_key"), "env", None)
+            where = f" ${env}" if env else ""
             return ConfigurationError(
                 f"{message} (check the API key{where}, its Mail Send permission and that "
                 f"{self.config.get('from_email')} is a verified Sender Identity)", code=status)
