@@ -9,11 +9,11 @@ command, with the real SDKs against the local fake providers, on SQLite and Post
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter
 
-from guarantees_support import audience, email_of, newsletter, phone
+from guarantees_support import audience, email_of, newsletter, phone, provider_channels
 
+from outreach.testing import Project
 from outreach_sendgrid.testing import FakeSendGrid
 from outreach_twilio.testing import FakeTwilio
 
@@ -22,33 +22,22 @@ WRONG_KEY = "SG.a-revoked-key-9876543210"
 N = 12
 
 
-def _channels(sendgrid: FakeSendGrid, twilio: FakeTwilio) -> str:
-    return textwrap.dedent(f"""
-        [channels.email]
-        plugin = "sendgrid"
-        from_email = "shop@example.com"
-        api_host = "{sendgrid.url}"
-        unsubscribe_url = "https://shop.example.com/unsubscribe?k={{key}}"
-        timeout = 5
-
-        [channels.sms]
-        plugin = "twilio"
-        from_number = "+15005550006"
-        api_base = "{twilio.url}"
-        timeout = 5
-        concurrency = 4
-    """)
+def _shop(p: Project, sendgrid: FakeSendGrid, twilio: FakeTwilio, *, key: str,
+          token: str) -> dict[str, str]:
+    """An email and an SMS newsletter to N customers through the two plugins; the environment
+    with this API key and auth token."""
+    p.configure(channels=provider_channels(sendgrid, twilio))
+    p.customers(audience(N))
+    p.campaign("letter", newsletter(channel="email"))
+    p.campaign("text", newsletter(channel="sms"))
+    return {"SENDGRID_API_KEY": key, "TWILIO_ACCOUNT_SID": twilio.account_sid,
+            "TWILIO_AUTH_TOKEN": token}
 
 
 def test_wrong_credentials_leave_every_message_queued_and_the_fix_sends_each_once(project):
     p = project
     with FakeSendGrid(api_key=GOOD_KEY) as sendgrid, FakeTwilio() as twilio:
-        p.configure(channels=_channels(sendgrid, twilio))
-        p.customers(audience(N))
-        p.campaign("letter", newsletter(channel="email"))
-        p.campaign("text", newsletter(channel="sms"))
-        wrong = {"SENDGRID_API_KEY": WRONG_KEY, "TWILIO_ACCOUNT_SID": twilio.account_sid,
-                 "TWILIO_AUTH_TOKEN": "0" * 32}
+        wrong = _shop(p, sendgrid, twilio, key=WRONG_KEY, token="0" * 32)
 
         first = p.cli("run", "--json", "--now", "2026-11-24T10:00", env=wrong)
 
@@ -95,12 +84,7 @@ def test_wrong_credentials_leave_every_message_queued_and_the_fix_sends_each_onc
 def test_one_channel_stopping_does_not_hold_the_other(sqlite_project):
     p = sqlite_project
     with FakeSendGrid(api_key=GOOD_KEY) as sendgrid, FakeTwilio() as twilio:
-        p.configure(channels=_channels(sendgrid, twilio))
-        p.customers(audience(N))
-        p.campaign("letter", newsletter(channel="email"))
-        p.campaign("text", newsletter(channel="sms"))
-        env = {"SENDGRID_API_KEY": WRONG_KEY, "TWILIO_ACCOUNT_SID": twilio.account_sid,
-               "TWILIO_AUTH_TOKEN": twilio.auth_token}
+        env = _shop(p, sendgrid, twilio, key=WRONG_KEY, token=twilio.auth_token)
 
         result = p.cli("run", "--json", "--now", "2026-11-24T10:00", env=env)
 

@@ -14,13 +14,12 @@ import os
 import secrets
 import subprocess
 import sys
-import textwrap
 
-from guarantees_support import all_table_text, audience, newsletter
+from guarantees_support import all_table_text, audience, newsletter, provider_channels
 
 from outreach.testing import Project
 from outreach_sendgrid.testing import FakeSendGrid
-from outreach_twilio.testing import TEST_FROM_NUMBER, FakeTwilio
+from outreach_twilio.testing import FakeTwilio
 
 N = 3
 
@@ -35,19 +34,7 @@ def test_credentials_echoed_in_provider_errors_are_stored_and_shown_redacted(tmp
     with FakeTwilio(sid, token) as twilio, FakeSendGrid(api_key=key) as sendgrid:
         p = Project(tmp_path / "shop")
         p.environ.update(env)
-        p.configure(channels=textwrap.dedent(f"""
-            [channels.sms]
-            plugin = "twilio"
-            from_number = "{TEST_FROM_NUMBER}"
-            api_base = "{twilio.url}"
-            concurrency = 1
-
-            [channels.email]
-            plugin = "sendgrid"
-            from_email = "shop@example.com"
-            api_host = "{sendgrid.url}"
-            unsubscribe_url = "https://shop.example.com/unsubscribe?k={{key}}"
-        """))
+        p.configure(channels=provider_channels(sendgrid, twilio, sms_concurrency=1))
         p.customers(audience(N))
         p.campaign("text", newsletter())
         p.campaign("letter", newsletter(channel="email"))
