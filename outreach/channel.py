@@ -198,7 +198,8 @@ class Channel:
 
         :func:`redact` masks them while the channel is open. Override to add derived forms (the
         Twilio channel adds the base64 of ``sid:token``, which a proxy echoing the
-        ``Authorization`` header would show); call ``super()``.
+        ``Authorization`` header would show); call ``super()``. It is called from
+        ``Channel.__init__``, so it may read only :attr:`config`.
         """
         values = []
         for key, setting in self.settings.items():

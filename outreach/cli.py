@@ -460,13 +460,19 @@ def status(state: _State, as_json: bool) -> None:
     shown = [{"id": r["id"], "command": r["command"], "status": r["status"],
               "started_at": from_epoch(r["started_at"]).isoformat(),
               "finished_at": from_epoch(r["finished_at"]).isoformat() if r["finished_at"] else None,
-              "totals": (r["summary"] or {}).get("totals")} for r in runs]
+              "totals": (r["summary"] or {}).get("totals"),
+              "stopped_channels": (r["summary"] or {}).get("stopped_channels") or []}
+             for r in runs]
     if as_json:
         _emit_json({"states": states, "problems": problems, "runs": shown})
         return
     out.print("messages: " + ", ".join(f"{k} {v}" for k, v in states.items()), markup=False)
     for p in problems:
         out.print(f"  {p['count']} {p['state']}: {p['error']}", markup=False)
+    for stopped in shown[0]["stopped_channels"] if shown else []:
+        err.print(f"the last run stopped channel {stopped['channel']!r}: {stopped['reason']} "
+                  f"({stopped['released']} message(s) left queued)", style="bold red",
+                  markup=False)
     table = Table(title="recent runs", title_justify="left")
     for col in ("started", "finished", "command", "status", "sent", "failed", "unknown"):
         table.add_column(col)

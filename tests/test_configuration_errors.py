@@ -114,6 +114,10 @@ def test_an_outbox_folder_that_cannot_be_made_stops_its_channel_until_it_can(sql
     assert stopped["channel"] == "email" and "cannot create the outbox folder" in stopped["reason"]
     assert first.json()["totals"]["failed"] == 0
     assert Counter(r["state"] for r in p.messages()) == {"queued": 3}
+    status = p.cli("status")
+    assert "messages: queued 3" in status.stdout
+    assert "the last run stopped channel 'email': cannot create the outbox folder" in status.stderr
+    assert p.cli("status", "--json").json()["runs"][0]["stopped_channels"][0]["released"] == 3
 
     (p.root / "mail").unlink()
     second = p.cli("dispatch", "--json")
