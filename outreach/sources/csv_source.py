@@ -26,7 +26,8 @@ from outreach.audience import (Customer, Event, Report, RowProblem, Source, Sour
                                SourceProblem)
 from outreach.settings import Setting
 from outreach.sources.mapping import (CUSTOMER_FIELDS, EVENT_FIELDS, MAPPING_SETTINGS,
-                                      CustomerReader, EventReader, from_settings)
+                                      CustomerReader, EventReader, email_index,
+                                      from_settings)
 
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 _OTHER_DELIMITERS = (";", "\t", "|", ",")
@@ -307,11 +308,7 @@ class CSVSource(Source):
         """Email (lower case) → customer id, for events that name their customer by email
         (Shopify's orders). Read once per source, from the customers file."""
         if self._email_ids is None:
-            ids: dict[str, str] = {}
-            for c in self.customers(lambda p: None):
-                if c.email:
-                    ids.setdefault(c.email.strip().lower(), c.id)
-            self._email_ids = ids
+            self._email_ids = email_index(self.customers(lambda p: None))
         return self._email_ids
 
 

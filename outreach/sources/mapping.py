@@ -511,6 +511,16 @@ class CustomerReader:
                         consent, self._tags(tags) if tags else (), attributes)
 
 
+def email_index(customers: Iterable[Customer]) -> dict[str, str]:
+    """Email (lower case) → customer id, for events that name their customer by email (Shopify's
+    orders): the first customer with an address keeps it. Held in memory, one entry a customer."""
+    ids: dict[str, str] = {}
+    for c in customers:
+        if c.email:
+            ids.setdefault(c.email.strip().lower(), c.id)
+    return ids
+
+
 def _row_parser(columns: list[int | None], extra: list[tuple[str, int]]) -> Callable[..., Any]:
     """A function from a row to (its standard cells, stripped, in field order; its attributes).
 
