@@ -275,10 +275,20 @@ def _find(spec: Column | None, field_name: str, header: Sequence[str],
     return by_safe.get(field_name)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def listed(header: Sequence[str]) -> str:
+    """A header's columns for a message: the first 30, control characters written as escapes
+    (a tab-separated header read with commas is one cell full of tabs)."""
+    names = [_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), h)
+             for h in header[:30]]
+    return (", ".join(names) + (", …" if len(header) > 30 else "")) or "none"
+
+
 def _missing(spec: Column, header: Sequence[str], shown: str) -> str:
     names = " or ".join(repr(n) for n in spec.names)
-    listed = ", ".join(header[:30]) + (", …" if len(header) > 30 else "")
-    return f"{shown} has no column {names} (its columns: {listed or 'none'})"
+    return f"{shown} has no column {names} (its columns: {listed(header)})"
 
 
 class CustomerReader:
@@ -308,7 +318,7 @@ class CustomerReader:
                 binding.mapped[name] = header[i]
         if std[0] is None and not any(p.key == "audience.columns.id" for p in binding.problems):
             binding.problems.append(SourceProblem(key, f"{shown} has no id column (its columns: "
-                                                  f"{', '.join(header[:30]) or 'none'}); name it "
+                                                  f"{listed(header)}); name it "
                                                   "with [audience.columns] id = \"...\""))
         # Consent: declared columns, then columns named consent_<key>.
         consent_cols: dict[str, int] = {}
@@ -374,7 +384,7 @@ class CustomerReader:
             name = safe_name(column)
             if name in taken:
                 binding.problems.append(SourceProblem(
-                    key, f"{shown}: column {column!r} would be the attribute {name!r}, which "
+                    key, f"{shown}: column {listed([column])!r} would be the attribute {name!r}, which "
                          "another column already fills; rename one in [audience.columns]"))
                 continue
             taken.add(name)
@@ -592,7 +602,7 @@ class EventReader:
         if needed:
             binding.problems.append(SourceProblem(
                 key, f"{shown} lacks the column(s) {', '.join(needed)} (its columns: "
-                     f"{', '.join(header[:30]) or 'none'}); name them with [audience.event_columns]",
+                     f"{listed(header)}); name them with [audience.event_columns]",
                 "events"))
         if index["type"] is None and mapping.event_type:
             binding.mapped["type"] = f"(every event is a {mapping.event_type!r})"
