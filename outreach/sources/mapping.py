@@ -302,8 +302,9 @@ class CustomerReader:
         binding = self.binding = Binding()
         header = self.header
         by_safe: dict[str, int] = {}
-        for i, name in enumerate(header):
-            by_safe.setdefault(safe_name(name), i)
+        for n, name in enumerate(header):
+            by_safe.setdefault(safe_name(name), n)
+        i: int | None
         used: set[int] = set()
         std: list[int | None] = []
         for name in CUSTOMER_FIELDS:
@@ -584,8 +585,9 @@ class EventReader:
         binding = self.binding = Binding()
         header = self.header
         by_safe: dict[str, int] = {}
-        for i, name in enumerate(header):
-            by_safe.setdefault(safe_name(name), i)
+        for n, name in enumerate(header):
+            by_safe.setdefault(safe_name(name), n)
+        i: int | None
         index: dict[str, int | None] = {}
         for name in EVENT_FIELDS:
             spec = mapping.event.get(name)
