@@ -25,8 +25,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
 from _common import BENCH, NOW, OUTREACH, base_env, figure, machine_line, run_measured  # noqa: E402
+from plan import project  # noqa: E402  (the same generated project as the planning bench)
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -35,18 +35,6 @@ def _psycopg(url: str):
     import psycopg
 
     return psycopg.connect(url, autocommit=True)
-
-
-def project(customers: int, data: Path) -> Path:
-    """The bench project for this size (generated once, in a process of its own)."""
-    out = data / f"plan-{customers}"
-    info = out / "bench.json"
-    if not info.is_file() or json.loads(info.read_text()).get("customers") != customers:
-        import subprocess
-
-        subprocess.run([_common.PYTHON, str(BENCH / "generate.py"), "--customers", str(customers),
-                        "--out", str(out)], check=True, capture_output=True)
-    return out
 
 
 def load_tables(out: Path, url: str, schema: str) -> None:

@@ -25,9 +25,8 @@ from outreach import hookimpl
 from outreach.audience import (Customer, Event, Report, RowProblem, Source, SourceDescription,
                                SourceProblem)
 from outreach.settings import Setting
-from outreach.sources.mapping import (CUSTOMER_FIELDS, EVENT_FIELDS, MAPPING_SETTINGS,
-                                      CustomerReader, EventReader, email_index,
-                                      from_settings)
+from outreach.sources.mapping import (MAPPING_SETTINGS, CustomerReader, EventReader, columns_of,
+                                      describe, email_index, from_settings)
 
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 _OTHER_DELIMITERS = (";", "\t", "|", ",")
@@ -217,29 +216,16 @@ class CSVSource(Source):
         return problems
 
     def describe(self) -> SourceDescription:
-        out = SourceDescription()
-        for key, reader in (("customers", self._customer_reader()),
-                            ("events", self._bound_event_reader())):
-            if reader is None:
-                continue
-            out.origins[key] = self._shown(key)
-            out.mapped[key] = dict(reader.binding.mapped)
-            out.attributes[key] = dict(reader.binding.attributes)
-            if key == "customers":
-                out.consents = dict(reader.binding.consents)
-        return out
+        return describe({key: (self._shown(key) if self.config.get(key) else "", reader)
+                         for key, reader in (("customers", self._customer_reader()),
+                                             ("events", self._bound_event_reader()))})
 
     def consents(self) -> set[str] | None:
         reader = self._customer_reader()
         return None if reader is None else set(reader.binding.consents)
 
     def columns(self) -> tuple[set[str] | None, set[str] | None]:
-        customers = self._customer_reader()
-        events = self._bound_event_reader()
-        std = {"name", "consent", *CUSTOMER_FIELDS}
-        cust = None if customers is None else set(customers.binding.attributes) | std
-        ev = set(EVENT_FIELDS) | (set(events.binding.attributes) if events is not None else set())
-        return cust, ev
+        return columns_of(self._customer_reader(), self._bound_event_reader())
 
     # ------------------------------------------------------------------ customers
     def customers(self, report: Report) -> Iterator[Customer]:

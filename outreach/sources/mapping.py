@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping as TMapping, Seque
 
 import phonenumbers
 
-from outreach.audience import Customer, SourceProblem
+from outreach.audience import Customer, SourceDescription, SourceProblem
 from outreach.settings import Setting
 from outreach.sources.dates import DateError, check_format, parse_date
 
@@ -520,6 +520,31 @@ class CustomerReader:
             phone = self._phone(phone)
         return Customer(cid, first, last, email or None, phone or None, tz, locale or "en",
                         consent, self._tags(tags) if tags else (), attributes)
+
+
+def describe(readers: TMapping[str, tuple[str, "CustomerReader | EventReader | None"]]
+             ) -> SourceDescription:
+    """What a source's readers made of its data, for ``outreach validate``: role → (where it is
+    read from, the role's reader, or None when the source has no such role)."""
+    out = SourceDescription()
+    for role, (origin, reader) in readers.items():
+        if reader is None:
+            continue
+        out.origins[role] = origin
+        out.mapped[role] = dict(reader.binding.mapped)
+        out.attributes[role] = dict(reader.binding.attributes)
+        if isinstance(reader, CustomerReader):
+            out.consents = dict(reader.binding.consents)
+    return out
+
+
+def columns_of(customers: "CustomerReader | None",
+               events: "EventReader | None") -> tuple[set[str] | None, set[str] | None]:
+    """The names customers and events carry (what :meth:`Source.columns` answers) from readers."""
+    std = {"name", "consent", *CUSTOMER_FIELDS}
+    cust = None if customers is None else set(customers.binding.attributes) | std
+    ev = set(EVENT_FIELDS) | (set(events.binding.attributes) if events is not None else set())
+    return cust, ev
 
 
 def email_index(customers: Iterable[Customer]) -> dict[str, str]:

@@ -27,9 +27,8 @@ from outreach.audience import (Customer, Event, EventCursor, Report, RowProblem,
                                SourceDescription, SourceProblem)
 from outreach.errors import OutreachError
 from outreach.settings import Setting
-from outreach.sources.mapping import (CUSTOMER_FIELDS, EVENT_FIELDS, MAPPING_SETTINGS,
-                                      CustomerReader, EventReader, as_text, email_index,
-                                      from_settings)
+from outreach.sources.mapping import (MAPPING_SETTINGS, CustomerReader, EventReader, as_text,
+                                      columns_of, describe, email_index, from_settings)
 
 #: URL scheme → (the SQLAlchemy driver outreach uses, the extra that installs it).
 _DRIVERS = {
@@ -285,28 +284,15 @@ class SQLSource(Source):
         return self._reader(role, self._header(role))
 
     def describe(self) -> SourceDescription:
-        out = SourceDescription()
-        for role in _ROLES:
-            reader = self._bound(role)
-            if reader is None:
-                continue
-            out.origins[role] = f"{self._origin(role)} in {self._shown_url()}"
-            out.mapped[role] = dict(reader.binding.mapped)
-            out.attributes[role] = dict(reader.binding.attributes)
-            if role == "customers":
-                out.consents = dict(reader.binding.consents)
-        return out
+        return describe({role: (f"{self._origin(role)} in {self._shown_url()}"
+                                if self._has(role) else "", self._bound(role)) for role in _ROLES})
 
     def consents(self) -> set[str] | None:
         reader = self._bound("customers")
         return None if reader is None else set(reader.binding.consents)
 
     def columns(self) -> tuple[set[str] | None, set[str] | None]:
-        customers, events = self._bound("customers"), self._bound("events")
-        std = {"name", "consent", *CUSTOMER_FIELDS}
-        cust = None if customers is None else set(customers.binding.attributes) | std
-        ev = set(EVENT_FIELDS) | (set(events.binding.attributes) if events is not None else set())
-        return cust, ev
+        return columns_of(self._bound("customers"), self._bound("events"))
 
     def count_hint(self) -> int | None:
         from sqlalchemy import func, select
