@@ -192,3 +192,15 @@ def planned(url: str, run_id: str) -> bool:
 def settled(url: str, run_id: str) -> bool:
     state = run_state(url, run_id)
     return planned(url, run_id) and not set(state["messages"]) & {"queued", "sending"}
+
+
+def plan_then_send(out: Path, env: dict[str, str], url: str, workers: int, fake: Any) -> dict:
+    """Plan a run without sending (one planning worker), then let ``workers`` workers send it;
+    what the provider saw from the moment they started."""
+    with Workers(out, env, 1, queues=("outreach-plan",)):
+        run = outreach(out, env, "run", "--now", "2026-11-24T09:30", "--no-send")
+        wait_until(lambda: planned(url, run["run_id"]))
+    mark = time.monotonic()
+    with Workers(out, env, workers, concurrency=2):
+        wait_until(lambda: settled(url, run["run_id"]), step=0.5)
+    return fake.stats(after=mark)

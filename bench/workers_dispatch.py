@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import FakeProcess, figure, machine_line  # noqa: E402
 from _dispatch import env_for  # noqa: E402
-from _workers import (  # noqa: E402
-    Workers, drop_schema, fresh_schema, outreach, planned, project, settled, wait_until,
-)
+from _workers import drop_schema, fresh_schema, plan_then_send, project  # noqa: E402
 
 
 def measure(messages: int, workers: int, latency: float) -> dict:
@@ -33,16 +30,7 @@ def measure(messages: int, workers: int, latency: float) -> dict:
                 tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
             out = project(Path(tmp), url, fake.url, messages, shards=4, sweep="1s")
             env = env_for("twilio", fake.info)
-            # The first run sees the newsletter for the first time (its 09:00 occurrence is from
-            # the start date): it is planned without sending, then the workers send it.
-            with Workers(out, env, 2, queues=("outreach-plan",)):
-                run = outreach(out, env, "run", "--now", "2026-11-24T09:30", "--no-send",
-                               "--wait")
-                wait_until(lambda: planned(url, run["run_id"]))
-            mark = time.monotonic()
-            with Workers(out, env, workers, concurrency=2):
-                wait_until(lambda: settled(url, run["run_id"]), step=0.5)
-            seen = fake.stats(after=mark)
+            seen = plan_then_send(out, env, url, workers, fake)
     finally:
         drop_schema(url)
     span = (seen["last"] - seen["first"]) + latency

@@ -12,15 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import FakeProcess, figure, machine_line  # noqa: E402
 from _dispatch import env_for  # noqa: E402
-from _workers import (  # noqa: E402
-    Workers, drop_schema, fresh_schema, outreach, planned, project, settled, wait_until,
-)
+from _workers import drop_schema, fresh_schema, plan_then_send, project  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -39,13 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
                 tempfile.TemporaryDirectory(prefix="bench-rate-") as tmp:
             out = project(Path(tmp), url, fake.url, n, shards=4, sweep="1s", rate=a.rate)
             env = env_for("twilio", fake.info)
-            with Workers(out, env, 1, queues=("outreach-plan",)):
-                run = outreach(out, env, "run", "--now", "2026-11-24T09:30", "--no-send")
-                wait_until(lambda: planned(url, run["run_id"]))
-            mark = time.monotonic()
-            with Workers(out, env, workers, concurrency=2):
-                wait_until(lambda: settled(url, run["run_id"]), step=0.5)
-            seen = fake.stats(after=mark)
+            seen = plan_then_send(out, env, url, workers, fake)
     finally:
         drop_schema(url)
     first, last = seen["first"], seen["last"]

@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 from collections import Counter
 
 import pytest
 from sqlalchemy import func, select
 
-from guarantees_support import newsletter, spawn, twilio_project, wait_for
+from guarantees_support import newsletter, spawn, stop, twilio_project, wait_for
 from outreach.ledger import messages
 from outreach_twilio.testing import FakeTwilio
 
@@ -44,18 +43,6 @@ def _project(tmp_path, pg_url, fake, n, *, shards, claim_ttl="3s", rate=None):
             text.replace("concurrency = 16", f"concurrency = 16\nrate_limit = {rate}"))
     p.campaign("news", newsletter())
     return p
-
-
-def _stop(workers: list[subprocess.Popen]) -> None:
-    for w in workers:
-        if w.poll() is None:
-            w.send_signal(signal.SIGTERM)
-    for w in workers:
-        try:
-            w.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            w.kill()
-            w.wait()
 
 
 def _run_state(p, run_id):
@@ -126,7 +113,7 @@ def test_guarantees_a_worker_killed_at_any_moment(tmp_path, pg_url):
                         assert state == "unknown" and error, (trial, state, address, error)
             assert len(fake.messages) - baseline <= trials * n
         finally:
-            _stop(workers)
+            stop(workers)
 
 
 def test_guarantees_the_rate_limit_holds_across_four_workers(tmp_path, pg_url):
@@ -149,4 +136,4 @@ def test_guarantees_the_rate_limit_holds_across_four_workers(tmp_path, pg_url):
             assert achieved <= rate * 1.05, achieved
             assert achieved >= rate * 0.5, achieved  # the figure itself: bench/workers_rate.py
         finally:
-            _stop(workers)
+            stop(workers)
