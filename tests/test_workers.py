@@ -22,7 +22,6 @@ from outreach.plugins import get_plugins
 from outreach.shard import Shard
 from outreach_twilio.testing import FakeTwilio
 
-pytestmark = pytest.mark.postgres
 
 WORKERS = textwrap.dedent("""
     [workers]
@@ -40,8 +39,7 @@ def _workers_project(tmp_path, pg_url, fake, n, shards=4, claim_ttl="30s"):
 
 
 # ---------------------------------------------------------------------------------------- refusals
-@pytest.mark.parametrize("postgres", [pytest.param(False, marks=pytest.mark.postgres)])
-def test_worker_on_sqlite_is_a_clear_error(sqlite_project, postgres):
+def test_worker_on_sqlite_is_a_clear_error(sqlite_project):
     result = sqlite_project.cli("worker")
     assert result.code == 2, result.stderr
     assert "needs a PostgreSQL ledger" in result.stderr
@@ -80,6 +78,7 @@ def _in_memory(p):
     return project, plugins, ledger, app, env
 
 
+@pytest.mark.postgres
 def test_a_run_is_one_planning_job_per_shard_then_delivery_jobs(tmp_path, pg_url, monkeypatch):
     import asyncio
 
@@ -135,6 +134,7 @@ def test_a_run_is_one_planning_job_per_shard_then_delivery_jobs(tmp_path, pg_url
             ledger.close()
 
 
+@pytest.mark.postgres
 def test_the_schedule_starts_runs_without_cron(tmp_path, pg_url):
     from outreach.workers.queue import RUN_TASK
 
@@ -149,6 +149,7 @@ def test_the_schedule_starts_runs_without_cron(tmp_path, pg_url):
 
 
 # ---------------------------------------------------------------------------------------- locks
+@pytest.mark.postgres
 def test_a_shard_lock_excludes_the_same_shard_and_a_run_without_workers(tmp_path, pg_url):
     from outreach.workers.shards import ShardBusy, ensure_tables, shard_lock
 
@@ -172,6 +173,7 @@ def test_a_shard_lock_excludes_the_same_shard_and_a_run_without_workers(tmp_path
         ledger.close()
 
 
+@pytest.mark.postgres
 def test_a_shard_that_lost_its_lock_cannot_write(tmp_path, pg_url):
     """Fencing: a shard writes on the connection that holds its lock. When that connection is
     gone (killed by an operator, a network cut, a server restart) the lock is released, and the
@@ -203,6 +205,7 @@ def test_a_shard_that_lost_its_lock_cannot_write(tmp_path, pg_url):
         ledger.close()
 
 
+@pytest.mark.postgres
 def test_a_dead_workers_shard_is_planned_again(tmp_path, pg_url, monkeypatch):
     from outreach.workers.runs import recover_shards, start_run
     from outreach.workers.shards import shards_table
@@ -230,6 +233,7 @@ def test_a_dead_workers_shard_is_planned_again(tmp_path, pg_url, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------- real workers
+@pytest.mark.postgres
 def test_workers_plan_and_send_a_run_and_status_shows_them(tmp_path, pg_url):
     with FakeTwilio(validate=False) as fake:
         p = _workers_project(tmp_path, pg_url, fake, 400, shards=4)
