@@ -31,9 +31,10 @@ WORKERS = textwrap.dedent("""
 
 
 def _workers_project(tmp_path, pg_url, fake, n, shards=4, claim_ttl="30s"):
+    # A generous timeout: a busy test machine must not turn slow answers into unknown outcomes.
     p = twilio_project(tmp_path / "shop", fake, n, ledger_url=pg_url,
                        extra=f'claim_ttl = "{claim_ttl}"', tables=WORKERS.format(shards=shards),
-                       concurrency=16)
+                       concurrency=16, timeout=15)
     p.campaign("news", newsletter())
     return p
 
