@@ -24,6 +24,8 @@ from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from outreach.localise import FILTERS as LOCALISED_FILTERS
+
 #: Fields whose templates produce HTML, rendered with autoescaping on.
 HTML_FIELDS = frozenset({"html"})
 
@@ -129,6 +131,7 @@ def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
     env.loader = None
     _cap_filters(env)
     env.filters[_LOOP_GUARD] = _bounded
+    env.filters.update(LOCALISED_FILTERS)
     return env
 
 
@@ -234,6 +237,9 @@ def referenced_fields(sources: Iterable[str], name: str = "customer") -> set[str
         used = _walk(tree, name, found)
         if used is None:
             return None
+        if name == "customer" and any(f.name in LOCALISED_FILTERS for f in tree.find_all(nodes.Filter)):
+            # The localised filters read the customer's locale and time zone when rendered.
+            found.update(("locale", "timezone"))
     return found
 
 
