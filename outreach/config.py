@@ -183,11 +183,17 @@ _DEPLOYMENT_KEYS = {
 }
 _TABLES = ("audience", "channels", "caps", "quiet_hours", "retry")
 _RETRY_KEYS = {
-    "max_attempts": Setting("int", default=5, minimum=1),
-    "attempts_per_run": Setting("int", default=3, minimum=1),
-    "backoff": Setting("duration", default=timedelta(minutes=1)),
-    "max_backoff": Setting("duration", default=timedelta(hours=1)),
-    "max_wait": Setting("duration", default=timedelta(seconds=30)),
+    "max_attempts": Setting("int", default=5, minimum=1,
+                            help="attempts across runs before a transient failure fails for good"),
+    "attempts_per_run": Setting("int", default=3, minimum=1,
+                                help="tries within one run (exponential backoff with jitter)"),
+    "backoff": Setting("duration", default=timedelta(minutes=1),
+                       help="wait before a later run may retry, doubled per attempt"),
+    "max_backoff": Setting("duration", default=timedelta(hours=1),
+                           help="the longest wait between runs' retries"),
+    "max_wait": Setting("duration", default=timedelta(seconds=30),
+                        help="a longer Retry-After defers the message to a later run instead of "
+                             "waiting in this one"),
 }
 _CAP_KEYS = {
     "max": Setting("int", required=True, minimum=0, help="messages allowed in the window"),
@@ -195,17 +201,40 @@ _CAP_KEYS = {
     "channel": Setting("str", help="limit only this channel"),
 }
 _CAMPAIGN_KEYS = {
-    "name": Setting("str", required=True),
-    "description": Setting("str", default=""),
-    "rule": Setting("str", required=True),
-    "schedule": Setting("str"),
-    "send_at": Setting("clock"),
-    "start": Setting("str"),
-    "channels": Setting("list", required=True),
-    "category": Setting("str", choices=CATEGORIES),
-    "priority": Setting("int"),
-    "where": Setting("str"),
+    "name": Setting("str", required=True,
+                    help="unique among the campaigns: letters, digits, - and _"),
+    "description": Setting("str", default="", help="what the campaign is for, for people"),
+    "rule": Setting("str", required=True, help="the registered rule that selects the audience"),
+    "schedule": Setting("str", help="a cron expression in the deployment's time zone; without "
+                                    "one, the campaign is evaluated on every run"),
+    "send_at": Setting("clock", help="send at this time of day on each customer's own clock: the "
+                                     "first such time at or after the occurrence (or, without a "
+                                     "schedule, after the rule selects them)"),
+    "start": Setting("str", help="a date (2026-11-01): occurrences before it are never sent"),
+    "channels": Setting("list", required=True,
+                        help="configured channel names, in order of preference"),
+    "category": Setting("str", choices=CATEGORIES,
+                        help="transactional campaigns are exempt from frequency caps (default: "
+                             "the rule's)"),
+    "priority": Setting("int", help="the higher wins the last slot under a cap (default: the "
+                                    "rule's)"),
+    "where": Setting("str", help="an audience filter: a sandboxed Jinja expression such as "
+                                 "\"'vip' in customer.tags\""),
 }
+
+
+def reference_tables() -> dict[str, Mapping[str, Setting]]:
+    """The keys of ``outreach.toml``'s own tables, by table (``""`` is the top level), and of a
+    campaign file's top level (``campaign``): what the reference documentation is generated from.
+
+    ``[audience]`` and ``[channels.NAME]`` take the registered source's or channel type's settings.
+    """
+    return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
+            "retry": _RETRY_KEYS, "campaign": _CAMPAIGN_KEYS}
+
+
+#: The tables ``outreach.toml`` may hold (anything else at the top level is a key).
+DEPLOYMENT_TABLES = _TABLES
 
 
 def _read_toml(path: Path, problems: list[Problem], shown: str | None = None) -> dict[str, Any] | None:
@@ -349,7 +378,11 @@ def _load_audience(table: Any, plugins: Plugins, f: str, root: Path,
     return cls, resolved.values
 
 
-_QUIET_KEYS = {"start": Setting("clock", required=True), "end": Setting("clock", required=True)}
+_QUIET_KEYS = {
+    "start": Setting("clock", required=True, help="when the quiet hours begin, on the customer's "
+                                                  "clock"),
+    "end": Setting("clock", required=True, help="when they end (may be after midnight)"),
+}
 
 
 def _load_quiet_hours(table: Any, f: str,
