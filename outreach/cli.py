@@ -316,11 +316,11 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
     if customer_id:
         from outreach.preview import customer_variables
 
-        source = project.source()
-        customer = source.customer(customer_id)
+        audience = project.source()
+        customer = audience.customer(customer_id)
         if customer is None:
             raise UsageError(f"no customer with id {customer_id!r} in the audience")
-        found = customer_variables(camp, project, state.plugins, source, customer, now)
+        found = customer_variables(camp, project, state.plugins, audience, customer, now)
         variables, note, locale = found.variables, found.note, customer.locale
     else:
         variables = sample_variables(camp, project.tz, now, plugins=state.plugins,
@@ -329,7 +329,7 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
         note = (f"a sample customer in {project.timezone} speaking {project.locale} "
                 "(--customer ID shows a real one)")
     channels = [channel] if channel else camp.channels
-    result = {}
+    result: dict[str, dict[str, Any]] = {}
     for ch in channels:
         if ch not in camp.templates:
             raise UsageError(f"campaign {campaign!r} has no channel {ch!r} (channels: "
