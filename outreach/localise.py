@@ -114,32 +114,34 @@ def date_filter(context: Context, value: Any, format: str = "long",
 def time_filter(context: Context, value: Any, format: str = "short",
                 locale: str | None = None) -> str:
     """``{{ x | time }}``: the time of day on the customer's clock (``short`` by default)."""
-    if isinstance(value, Placeholder):
-        return value
     from babel.dates import format_time
 
-    loc, zone = _reader(context, locale)
-    when = _instant(value, "time")
-    if not isinstance(when, DateTime):
-        raise ValueError(f"the time filter needs a time, got the date {value!r}")
-    return format_time(_local(when, zone).timetz() if when.tzinfo is None else _local(when, zone),
-                       format=format, locale=loc)
+    return _on_clock(context, value, "time", format, locale, format_time)
 
 
 @pass_context
 def datetime_filter(context: Context, value: Any, format: str = "medium",
                     locale: str | None = None) -> str:
     """``{{ x | datetime }}``: day and time on the customer's clock (``medium`` by default)."""
-    if isinstance(value, Placeholder):
-        return value
     from babel.dates import format_datetime
 
+    return _on_clock(context, value, "datetime", format, locale, format_datetime)
+
+
+def _on_clock(context: Context, value: Any, what: str, format: str, locale: str | None,
+              formatter: Callable[..., str]) -> str:
+    """A time (or a date at midnight) formatted by Babel on the customer's clock."""
+    if isinstance(value, Placeholder):
+        return value
     loc, zone = _reader(context, locale)
-    when = _instant(value, "datetime")
+    when = _instant(value, what)
     if not isinstance(when, DateTime):
+        if what == "time":
+            raise ValueError(f"the time filter needs a time, got the date {value!r}")
         when = DateTime.combine(when, Time(0))
-    return format_datetime(_local(when, zone), format=format, locale=loc,
-                           tzinfo=zone if zone is not None and when.tzinfo is not None else None)
+    # A naive time is shown as written; an aware one on the customer's clock.
+    zone = zone if when.tzinfo is not None else None
+    return formatter(when, format=format, locale=loc, tzinfo=zone)
 
 
 @pass_context
