@@ -44,15 +44,15 @@ def customer_variables(campaign: Campaign, project: Project, plugins: Plugins, s
     occurrence = latest_fire(campaign.schedule, now, project.tz) if campaign.schedule else None
     ctx = SelectContext(campaign.name, now, project.tz, occurrence)
     extra = plugins.template_context(customer, campaign.name) if plugins.has_template_context else {}
+    when = now.astimezone(project.tz).isoformat(timespec="minutes")
     for candidate in campaign.rule.select([profile], ctx):
         variables = {"customer": customer.template_view(), **candidate.variables, **extra}
-        return PreviewVariables(variables, f"as a run at {now.isoformat(timespec='minutes')} would "
+        return PreviewVariables(variables, f"as a run at {when} would "
                                            f"write to {customer.id} ({candidate.key})")
     variables = sample_variables(campaign, project.tz, now, plugins=plugins,
                                  default_locale=project.locale)
     variables["customer"] = customer.template_view()
-    note = (f"the {campaign.rule_name} rule would not write to {customer.id} at "
-            f"{now.isoformat(timespec='minutes')}")
+    note = f"the {campaign.rule_name} rule would not write to {customer.id} at {when}"
     if "event" in variables:
         mine = [e for e in events if needs and e.type in needs.types]
         if mine:
