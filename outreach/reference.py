@@ -9,6 +9,7 @@ code. A setting without ``help`` is reported by :func:`missing_help` (a test fai
 
 from __future__ import annotations
 
+import html
 from datetime import time, timedelta
 from typing import Iterator, Mapping
 
@@ -26,6 +27,13 @@ _KIND = {"str": "string", "path": "path", "int": "integer", "float": "number", "
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    """Inline code for a table cell: a ``|`` in backticks would end the cell (or show its escape)."""
+    if "|" not in text:
+        return f"`{text}`"
+    return "<code>" + html.escape(text).replace("|", "&#124;") + "</code>"
 
 
 def _default(setting: Setting) -> str:
@@ -176,10 +184,10 @@ def cli_reference(root: click.Group) -> str:
             out += ["| option | what |", "|---|---|"]
             for o in options:
                 record = o.get_help_record(ctx)
-                if record is None or o.name == "help":
+                if record is None or "--help" in o.opts:
                     continue
                 names, text = record
-                out.append(f"| `{_cell(names)}` | {_cell(text)} |")
+                out.append(f"| {_code(names)} | {_cell(text)} |")
             out.append("")
     return "\n".join(out)
 
