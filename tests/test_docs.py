@@ -149,3 +149,19 @@ def test_shell_completion_works_as_documented(tmp_path):
         env={**os.environ, "_OUTREACH_COMPLETE": "bash_complete", "COMP_WORDS": "outreach ne",
              "COMP_CWORD": "1"})
     assert "plain,new-plugin" in words.stdout.split()
+
+
+def test_the_filter_examples_read_as_documented():
+    from outreach import templates
+
+    page = _page("reference/templates.md")
+    header = re.search(r"^\| template \| (.*) \|$", page, re.M).group(1).split(" | ")
+    rows = re.findall(r"^\| <code>(\{\{.*?\}\})</code> \| (.*) \|$", page, re.M)
+    assert len(rows) == 3
+    for source, cells in rows:
+        source = source.replace("&#124;", "|")
+        for locale, shown in zip(header, cells.split(" | ")):
+            got = templates.render("body", source, {
+                "customer": {"locale": locale.strip("`"), "timezone": "America/Los_Angeles"},
+                "event": {"time": "2026-12-01T09:00:00-08:00"}})
+            assert got.replace("\u00a0", " ") == shown, (source, locale)
