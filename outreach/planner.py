@@ -17,9 +17,8 @@ import gc
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
-from zoneinfo import ZoneInfo
 
 from outreach import caps as caps_mod
 from outreach import templates
@@ -31,9 +30,9 @@ from outreach.plugins import Plugins
 from outreach.policy.addresses import normalize, raw_address
 from outreach.recheck import ConsentRecheck
 from outreach.report import CampaignReport, RunReport
-from outreach.rule import Candidate, SelectContext, customer_zone
+from outreach.rule import Candidate, SelectContext
+from outreach.schedule import at_send_time
 from outreach.schedule import due as due_at
-from outreach.schedule import next_local_time
 from outreach.sources.csv_source import CSVSource
 
 
@@ -106,23 +105,6 @@ def _choose(campaign: Campaign, cand: Candidate, channel: str, info: ChannelInfo
 def _priority_order(a: _Accepted) -> tuple[int, datetime, str]:
     """The order caps allocate a customer's sends in: highest priority, earliest, then by key."""
     return (-a.campaign.priority, a.send_at, a.candidate.key)
-
-
-def _at_send_time(cands: list[Candidate], clock: time, base: datetime, tz: ZoneInfo) -> None:
-    """A campaign's ``send_at``: each candidate leaves at ``clock`` on its customer's own clock,
-    the first time it shows that at or after ``base`` (the occurrence, or now for a campaign
-    without a schedule) or after the rule's own ``not_before``, if later. Dedupe keys are the
-    rule's and do not change; quiet hours and caps then see this send time."""
-    by_zone: dict[str, datetime] = {}
-    for cand in cands:
-        customer = cand.customer
-        if cand.not_before is not None and cand.not_before > base:
-            cand.not_before = next_local_time(clock, cand.not_before, customer_zone(customer, tz))
-            continue
-        at = by_zone.get(customer.timezone)
-        if at is None:
-            at = by_zone[customer.timezone] = next_local_time(clock, base, customer_zone(customer, tz))
-        cand.not_before = at
 
 
 def _regroup(found: list[tuple[Campaign, Candidate]]) -> list[tuple[Campaign, list[Candidate]]]:
@@ -353,7 +335,7 @@ class Planner:
                 continue
             if found:
                 if campaign.send_at is not None:
-                    _at_send_time(found, campaign.send_at, occurrence or self.now, self.project.tz)
+                    at_send_time(found, campaign.send_at, occurrence or self.now, self.project.tz)
                 groups.append((campaign, found))
         if not groups:
             return

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Sequence
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
 from outreach.ledger import epoch, from_epoch
+from outreach.rule import customer_zone
+
+if TYPE_CHECKING:
+    from outreach.rule import Candidate
 
 
 @dataclass(frozen=True)
@@ -124,4 +129,22 @@ def next_local_time(clock: time, after: datetime, zone: ZoneInfo) -> datetime:
     return at
 
 
-__all__ = ["Due", "at_local_time", "due", "epoch", "latest_fire", "next_fire", "next_local_time"]
+def at_send_time(cands: Sequence["Candidate"], clock: time, base: datetime, tz: ZoneInfo) -> None:
+    """A campaign's ``send_at``: each candidate leaves at ``clock`` on its customer's own clock,
+    the first time it shows that at or after ``base`` (the occurrence, or now for a campaign
+    without a schedule) or after the rule's own ``not_before``, if later. Dedupe keys are the
+    rule's and do not change; quiet hours and caps then see this send time."""
+    by_zone: dict[str, datetime] = {}
+    for cand in cands:
+        customer = cand.customer
+        if cand.not_before is not None and cand.not_before > base:
+            cand.not_before = next_local_time(clock, cand.not_before, customer_zone(customer, tz))
+            continue
+        at = by_zone.get(customer.timezone)
+        if at is None:
+            at = by_zone[customer.timezone] = next_local_time(clock, base, customer_zone(customer, tz))
+        cand.not_before = at
+
+
+__all__ = ["Due", "at_local_time", "at_send_time", "due", "epoch", "latest_fire", "next_fire",
+           "next_local_time"]
