@@ -15,8 +15,10 @@ from datetime import date as Date
 from datetime import datetime as DateTime
 from datetime import time as Time
 from decimal import Decimal, InvalidOperation
+import time
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
 from jinja2 import pass_context
@@ -33,19 +35,48 @@ class Placeholder(str):
     """
 
 
+@contextmanager
+def _not_counted() -> Iterator[None]:
+    """Loading Babel and a locale's CLDR data happens once per process and may take a while on a
+    busy machine: that time is given back to the render in progress (its time limit is for the
+    template's own work)."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        from outreach.templates import extend_deadline  # templates imports this module
+
+        extend_deadline(time.monotonic() - start)
+
+
 @lru_cache(maxsize=256)
 def babel_locale(tag: str) -> Any:
     """The Babel locale for a BCP 47 tag (``hy-AM``, ``en_GB``, ``tl``): the tag, then its
-    language, then :data:`FALLBACK_LOCALE`."""
-    from babel import Locale, UnknownLocaleError
+    language, then :data:`FALLBACK_LOCALE`; its CLDR data loaded."""
+    with _not_counted():
+        from babel import Locale, UnknownLocaleError
 
-    wanted = (tag or "").replace("_", "-").strip()
-    while wanted:
-        try:
-            return Locale.parse(wanted, sep="-")
-        except (UnknownLocaleError, ValueError, TypeError):
-            wanted = wanted.rpartition("-")[0]
-    return Locale.parse(FALLBACK_LOCALE)
+        wanted = (tag or "").replace("_", "-").strip()
+        while wanted:
+            try:
+                found = Locale.parse(wanted, sep="-")
+                break
+            except (UnknownLocaleError, ValueError, TypeError):
+                wanted = wanted.rpartition("-")[0]
+        else:
+            found = Locale.parse(FALLBACK_LOCALE)
+        found.decimal_formats, found.date_formats  # noqa: B018 - load the data now, not in a filter
+        _babel()
+        return found
+
+
+@lru_cache(maxsize=1)
+def _babel() -> tuple[Any, Any]:
+    """``babel.dates`` and ``babel.numbers``, imported on first use (most runs format nothing)."""
+    import babel.dates
+    import babel.numbers
+
+    return babel.dates, babel.numbers
 
 
 @lru_cache(maxsize=256)
@@ -102,9 +133,8 @@ def date_filter(context: Context, value: Any, format: str = "long",
     ``medium``, ``long`` (default), ``full`` or a CLDR pattern such as ``"d MMMM y"``."""
     if isinstance(value, Placeholder):
         return value
-    from babel.dates import format_date
-
     loc, zone = _reader(context, locale)
+    format_date = _babel()[0].format_date
     when = _instant(value, "date")
     day = _local(when, zone).date() if isinstance(when, DateTime) else when
     return format_date(day, format=format, locale=loc)
@@ -114,22 +144,18 @@ def date_filter(context: Context, value: Any, format: str = "long",
 def time_filter(context: Context, value: Any, format: str = "short",
                 locale: str | None = None) -> str:
     """``{{ x | time }}``: the time of day on the customer's clock (``short`` by default)."""
-    from babel.dates import format_time
-
-    return _on_clock(context, value, "time", format, locale, format_time)
+    return _on_clock(context, value, "time", format, locale, "format_time")
 
 
 @pass_context
 def datetime_filter(context: Context, value: Any, format: str = "medium",
                     locale: str | None = None) -> str:
     """``{{ x | datetime }}``: day and time on the customer's clock (``medium`` by default)."""
-    from babel.dates import format_datetime
-
-    return _on_clock(context, value, "datetime", format, locale, format_datetime)
+    return _on_clock(context, value, "datetime", format, locale, "format_datetime")
 
 
 def _on_clock(context: Context, value: Any, what: str, format: str, locale: str | None,
-              formatter: Callable[..., str]) -> str:
+              formatter: str) -> str:
     """A time (or a date at midnight) formatted by Babel on the customer's clock."""
     if isinstance(value, Placeholder):
         return value
@@ -141,7 +167,7 @@ def _on_clock(context: Context, value: Any, what: str, format: str, locale: str 
         when = DateTime.combine(when, Time(0))
     # A naive time is shown as written; an aware one on the customer's clock.
     zone = zone if when.tzinfo is not None else None
-    return formatter(when, format=format, locale=loc, tzinfo=zone)
+    return getattr(_babel()[0], formatter)(when, format=format, locale=loc, tzinfo=zone)
 
 
 @pass_context
@@ -151,9 +177,8 @@ def number_filter(context: Context, value: Any, decimals: int | None = None,
     (``1,234.5``, ``1 234,5``); ``decimals`` fixes how many digits follow the point."""
     if isinstance(value, Placeholder):
         return value
-    from babel.numbers import format_decimal
-
     loc, _ = _reader(context, locale)
+    format_decimal = _babel()[1].format_decimal
     number = _decimal(value, "number")
     if decimals is None:
         return format_decimal(number, locale=loc)
@@ -168,16 +193,15 @@ def currency_filter(context: Context, value: Any, currency: str,
     (``$12.50``, ``12,50 $``, ``12,50 US$``); ``currency`` is an ISO 4217 code."""
     if isinstance(value, Placeholder):
         return value
-    from babel.numbers import UnknownCurrencyError, format_currency, validate_currency
-
     loc, _ = _reader(context, locale)
+    numbers = _babel()[1]
     code = str(currency).upper()
     try:
-        validate_currency(code)
-    except UnknownCurrencyError:
+        numbers.validate_currency(code)
+    except numbers.UnknownCurrencyError:
         raise ValueError(f"the currency filter needs an ISO 4217 code such as \"USD\", "
                          f"got {currency!r}") from None
-    return format_currency(_decimal(value, "currency"), code, locale=loc)
+    return numbers.format_currency(_decimal(value, "currency"), code, locale=loc)
 
 
 @pass_context
@@ -185,10 +209,8 @@ def percent_filter(context: Context, value: Any, locale: str | None = None) -> s
     """``{{ 0.15 | percent }}``: a fraction as a percentage (``15%``, ``15 %``)."""
     if isinstance(value, Placeholder):
         return value
-    from babel.numbers import format_percent
-
     loc, _ = _reader(context, locale)
-    return format_percent(_decimal(value, "percent"), locale=loc)
+    return _babel()[1].format_percent(_decimal(value, "percent"), locale=loc)
 
 
 #: The filters, by the name templates use.

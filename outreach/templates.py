@@ -92,6 +92,14 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("outrea
 _LOOP_GUARD = "outreach_bounded_loop"
 
 
+def extend_deadline(seconds: float) -> None:
+    """Give the render in progress ``seconds`` more: what loading Babel's locale data took, once
+    per process, is not the template's doing and must not fail its message."""
+    deadline = _DEADLINE.get()
+    if deadline is not None:
+        _DEADLINE.set(deadline + seconds)
+
+
 def _bounded(value: Any) -> Iterator[Any]:
     """Iterate ``value``, ending the render with a SecurityError once its time is up.
 
@@ -101,12 +109,11 @@ def _bounded(value: Any) -> Iterator[Any]:
     so each turn checks the clock (about 0.1 µs); a loop outside :func:`render` gets
     :data:`MAX_SECONDS` of its own.
     """
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        deadline = time.monotonic() + MAX_SECONDS
-    clock = time.monotonic
+    # Inside render() the deadline is read on every turn (it may be extended: extend_deadline).
+    alone = None if _DEADLINE.get() is not None else time.monotonic() + MAX_SECONDS
+    clock, current = time.monotonic, _DEADLINE.get
     for item in value:
-        if clock() > deadline:
+        if clock() > (alone or current() or 0.0):
             raise SecurityError(f"a loop in the template ran longer than {MAX_SECONDS:g} s")
         yield item
 
@@ -195,7 +202,7 @@ def render(field: str, source: str, variables: Mapping[str, Any]) -> str:
             size += len(piece)
             if size > MAX_OUTPUT:
                 raise SecurityError(f"the rendered {field} is longer than {MAX_OUTPUT:,} characters")
-            if time.monotonic() > deadline:
+            if time.monotonic() > (_DEADLINE.get() or deadline):
                 raise SecurityError(f"rendering {field} took longer than {MAX_SECONDS:g} s")
             parts.append(piece)
     finally:

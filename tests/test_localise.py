@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from jinja2 import TemplateError
 
@@ -91,3 +93,28 @@ def test_a_planned_message_renders_its_dates_in_the_customers_language(outreach_
     p.run("2026-12-01T00:00")
     assert [m["body"] for m in p.outbox("email")] == [
         "1 դեկտեմբերի 2026 1\u00a0250,50\u00a0$", "1 December 2026 US$1,250.50"]
+
+
+def test_loading_a_locale_slowly_does_not_fail_the_render(monkeypatch):
+    """Babel's locale data is read once per process; on a busy machine that may outlast a
+    render's time limit, which is for the template's own work."""
+    import babel
+
+    from outreach import localise
+
+    parse = babel.Locale.parse
+
+    def slow_parse(identifier, *args, **kwargs):
+        if isinstance(identifier, str):  # reading a locale's data, not handing one back
+            time.sleep(0.5)
+        return parse(identifier, *args, **kwargs)
+
+    monkeypatch.setattr(templates, "MAX_SECONDS", 0.2)
+    monkeypatch.setattr(babel.Locale, "parse", slow_parse)
+    localise.babel_locale.cache_clear()
+    try:
+        assert render("{{ d | date }}", "az", d="2026-12-01") == "1 dekabr 2026"
+        with pytest.raises(TemplateError, match="longer than 0.2 s"):  # its own work still counts
+            render("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}")
+    finally:
+        localise.babel_locale.cache_clear()
