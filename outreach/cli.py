@@ -22,13 +22,13 @@ from outreach.config import Project, find_config, load_project, sample_variables
 from outreach.errors import (
     EXIT_CONFIG, EXIT_MESSAGES_FAILED, EXIT_OK, ConfigError, OutreachError, UsageError,
 )
-from outreach.ledger import Ledger, from_epoch, wall_clock
+from outreach.ledger import Ledger, epoch, from_epoch, wall_clock
 from outreach.planner import PlanRow
 from outreach.plugins import Plugins, get_plugins
 from outreach.policy.addresses import normalize
 from outreach.render import RenderError, render_stored
 from outreach.report import COUNTERS, RunReport
-from outreach.run import execute, parse_now
+from outreach.run import check_campaign_names, execute, parse_now
 from outreach import scaffold
 from outreach.scaffold import EXAMPLES, PLUGIN_KINDS
 
@@ -152,6 +152,10 @@ def _print_report(report: RunReport) -> None:
             out.print(f"[red]{rep.name}: {rep.error}[/red]")
         for reason, n in rep.reasons.most_common(5):
             out.print(f"  {rep.name}: {n} × {reason}", markup=False)
+    for stopped in report.stopped_channels.values():
+        err.print(f"channel {stopped.channel!r} stopped: {stopped.reason}. {stopped.released} "
+                  "message(s) left queued, none failed: fix the channel's configuration and run "
+                  "again to send them.", style="bold red", markup=False)
     if report.recovered != (0, 0):
         out.print(f"recovered from an earlier crash: {report.recovered[0]} queued again, "
                   f"{report.recovered[1]} marked unknown (see `outreach status`)")
@@ -506,13 +510,19 @@ def status(state: _State, as_json: bool) -> None:
     shown = [{"id": r["id"], "command": r["command"], "status": r["status"],
               "started_at": from_epoch(r["started_at"]).isoformat(),
               "finished_at": from_epoch(r["finished_at"]).isoformat() if r["finished_at"] else None,
-              "totals": (r["summary"] or {}).get("totals")} for r in runs]
+              "totals": (r["summary"] or {}).get("totals"),
+              "stopped_channels": (r["summary"] or {}).get("stopped_channels") or []}
+             for r in runs]
     if as_json:
         _emit_json({"states": states, "problems": problems, "runs": shown})
         return
     out.print("messages: " + ", ".join(f"{k} {v}" for k, v in states.items()), markup=False)
     for p in problems:
         out.print(f"  {p['count']} {p['state']}: {p['error']}", markup=False)
+    for stopped in shown[0]["stopped_channels"] if shown else []:
+        err.print(f"the last run stopped channel {stopped['channel']!r}: {stopped['reason']} "
+                  f"({stopped['released']} message(s) left queued)", style="bold red",
+                  markup=False)
     table = Table(title="recent runs", title_justify="left")
     for col in ("started", "finished", "command", "status", "sent", "failed", "unknown"):
         table.add_column(col)
@@ -525,18 +535,38 @@ def status(state: _State, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--unknown", "unknown_only", is_flag=True, required=True,
-              help="Resend messages whose outcome is unknown (the only kind that can be resent).")
+@click.option("--unknown", "unknown_only", is_flag=True,
+              help="Messages whose outcome is unknown (they may have reached the customer).")
+@click.option("--failed", "failed_only", is_flag=True,
+              help="Failed messages (a mistake fixed since: a template, a key, a sender).")
+@click.option("--campaign", "campaigns", multiple=True, metavar="NAME",
+              help="With --failed: only this campaign (repeatable).")
+@click.option("--since", "since_text", metavar="TIME",
+              help="With --failed: only messages that failed at or after TIME (ISO 8601, or a "
+                   "duration ago such as 6h or 2d).")
+@click.option("--reason", metavar="TEXT",
+              help="With --failed: only messages whose error contains TEXT (ignoring case).")
 @click.option("--key", "keys", multiple=True, metavar="KEY", help="Only this message (repeatable).")
 @click.option("--yes", is_flag=True, help="Queue them again; without it, only list them.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
-def resend(state: _State, unknown_only: bool, keys: Sequence[str], yes: bool, as_json: bool) -> None:
-    """List messages whose outcome is unknown; with --yes, queue them to be sent again.
+def resend(state: _State, unknown_only: bool, failed_only: bool, campaigns: Sequence[str],
+           since_text: str | None, reason: str | None, keys: Sequence[str], yes: bool,
+           as_json: bool) -> None:
+    """List messages to send again; with --yes, queue them for the next run.
 
-    An unknown message may already have reached the customer: check the provider's logs first.
+    --unknown: messages whose outcome is unknown, which may already have reached the customer
+    (check the provider's logs first). --failed: failed messages, for a mistake fixed since;
+    messages a policy refused (suppressed, consent withdrawn) stay failed unless named by --key.
     """
+    if unknown_only == failed_only:
+        raise UsageError("resend: give --unknown or --failed")
+    if unknown_only and (campaigns or since_text or reason):
+        raise UsageError("resend: --campaign, --since and --reason go with --failed")
     project = state.project(only_valid=True)
+    if failed_only:
+        _resend_failed(project, campaigns, since_text, reason, keys, yes, as_json)
+        return
     ledger = Ledger(project.ledger_url)
     try:
         rows = [r for r in ledger.unknown_messages() if not keys or r["key"] in keys]
@@ -555,6 +585,86 @@ def resend(state: _State, unknown_only: bool, keys: Sequence[str], yes: bool, as
                   markup=False)
     else:
         out.print("no message has an unknown outcome", markup=False)
+
+
+#: Failed messages listed one by one (all are counted, by campaign, channel and error).
+RESEND_SHOWN = 20
+#: Failed messages ``resend --failed --json`` lists (with the total beside them).
+RESEND_JSON_ROWS = 1000
+
+
+def _since(text: str | None, project: Project) -> int | None:
+    """``--since`` as a Unix time: an ISO 8601 time (in the deployment's zone without an offset)
+    or a duration before now."""
+    if text is None:
+        return None
+    from outreach.settings import parse_duration
+
+    try:
+        return int(wall_clock() - parse_duration(text).total_seconds())
+    except ValueError:
+        pass
+    try:
+        return epoch(parse_now(text, project.tz))
+    except UsageError:
+        raise UsageError(f"--since: expected an ISO 8601 time such as 2026-11-24T09:00 or a "
+                         f"duration such as 6h or 2d, got {text!r}") from None
+
+
+def _resend_failed(project: Project, campaigns: Sequence[str], since_text: str | None,
+                   reason: str | None, keys: Sequence[str], yes: bool, as_json: bool) -> None:
+    from outreach.ledger import FailedSelection
+
+    check_campaign_names(project, campaigns)
+    selection = FailedSelection(tuple(campaigns), _since(since_text, project), reason or None,
+                                tuple(keys))
+    ledger = Ledger(project.ledger_url)
+    try:
+        groups = ledger.failed_counts(selection)
+        refused = ledger.failed_counts(selection, refused=True)
+        rows = ledger.failed_messages(selection, RESEND_JSON_ROWS if as_json else RESEND_SHOWN)
+        requeued = ledger.resend_failed(selection) if yes and groups else 0
+    finally:
+        ledger.close()
+    total = sum(g["count"] for g in groups)
+    kept = sum(g["count"] for g in refused)
+    named_refused = sum(g["count"] for g in groups if g["stopped_by"])
+    for r in rows:
+        r["failed_at"] = from_epoch(r.pop("updated_at")).isoformat()
+    if as_json:
+        _emit_json({"count": total, "groups": groups, "failed": rows,
+                    "refused_by_policy": {"count": kept, "groups": refused},
+                    "requeued": requeued})
+        return
+    if not total:
+        out.print("no failed message matches" + (" (apart from those a policy refused)"
+                                                 if kept else ""), markup=False)
+    else:
+        out.print(f"{total} failed message(s):", markup=False)
+        for g in groups:
+            out.print(f"  {g['count']} × {g['campaign']} · {g['channel']}: {g['error']}",
+                      markup=False)
+        for r in rows:
+            out.print(f"  {r['key']}  {r['channel']} → {r['address']} (failed {r['failed_at']})",
+                      markup=False)
+        if total > len(rows):
+            out.print(f"  … and {total - len(rows)} more", markup=False)
+    if kept:
+        out.print(f"{kept} message(s) a policy refused stay failed (a suppression or a consent "
+                  "withdrawn is a decision, not a mistake); name one with --key to queue it "
+                  "anyway:", markup=False)
+        for g in refused[:5]:
+            out.print(f"  {g['count']} × {g['campaign']} · {g['channel']}: {g['error']}",
+                      markup=False)
+    if named_refused:
+        out.print(f"{named_refused} of them, named by --key, were refused by a policy: they go "
+                  "only if the suppression list and consent allow it now", markup=False)
+    if yes:
+        out.print(f"{requeued} message(s) queued again; the next run sends them (the suppression "
+                  "list is checked again before each is sent, and `outreach run` re-checks "
+                  "consent)", markup=False)
+    elif total:
+        out.print(f"add --yes to queue these {total} message(s) again", markup=False)
 
 
 def _add_plugin_commands() -> None:

@@ -20,6 +20,13 @@ backoff with jitter, or the provider's Retry-After) a few times; after that the 
 to a later run with a backoff carried in the ledger, until ``retry.max_attempts`` is reached.
 Permanent errors fail the message at once (and may suppress the address); ambiguous ones are
 recorded as ``unknown``.
+
+A :class:`~outreach.channel.ConfigurationError` says the deployment is wrong (credentials refused,
+a sender not verified, a folder that cannot be written): the channel's lane stops taking work for
+the rest of the run, the batches it still held and every message of that channel claimed later are
+released (queued again, no attempt counted), the calls already in flight settle as they really end,
+and the report names the channel and the provider's reason (exit 1). Nothing is burnt: the first
+run after the fix sends them.
 """
 
 from __future__ import annotations
@@ -41,8 +48,8 @@ from tenacity import (
 )
 
 from outreach.channel import (
-    Channel, ChannelError, Delivery, OutgoingMessage, PermanentError, TransientError,
-    UnknownOutcomeError,
+    Channel, ChannelError, ConfigurationError, Delivery, OutgoingMessage, PermanentError,
+    TransientError, UnknownOutcomeError,
 )
 from outreach.config import Project, RetryPolicy
 from outreach.ledger import Claimed, Ledger, epoch, wall_clock
@@ -99,9 +106,15 @@ class _Work:
     claimed: Claimed
 
 
+#: The outcome of a message given back untouched (its channel stopped): queued again by
+#: :meth:`Ledger.release`, no attempt counted.
+RELEASED = "released"
+
+
 @dataclass
 class _Outcome:
     work: _Work
+    #: A ledger state, or :data:`RELEASED`.
     state: str
     delivery: Delivery | None = None
     error: ChannelError | None = None
@@ -123,6 +136,8 @@ class _Lane:
     pending: deque = field(default_factory=deque)
     queued: int = 0
     in_flight: int = 0
+    #: Why the lane stopped taking work (its channel's configuration was refused), or None.
+    stopped: ConfigurationError | None = None
 
     @property
     def group(self) -> int:
@@ -216,7 +231,6 @@ class Dispatcher:
 
     async def _pump(self, size: int, limit: int | None) -> None:
         """Claim, hand over, send and settle until the outbox has nothing due (or ``limit``)."""
-        configured = list(self.project.channels)
         tasks: dict[asyncio.Task, _Lane] = {}
         finished: list[_Outcome] = []
         claimed_count = 0
@@ -226,8 +240,11 @@ class Dispatcher:
             waiting = sum(lane.queued for lane in self._lanes.values())
             if not exhausted and waiting <= size // 2:
                 chunk = size if limit is None else min(size, limit - claimed_count)
+                # A stopped channel's messages are left where they are, for the next run.
+                open_channels = [name for name in self.project.channels
+                                 if name not in self._lanes or self._lanes[name].stopped is None]
                 claimed = (self.ledger.claim(self.owner, chunk, epoch(self.now), self._ttl,
-                                             self.campaigns, configured) if chunk > 0 else [])
+                                             self.campaigns, open_channels) if chunk > 0 else [])
                 if claimed:
                     claimed_count += len(claimed)
                     finished.extend(self._prepare(claimed))
@@ -236,6 +253,7 @@ class Dispatcher:
             for lane in self._lanes.values():
                 self._launch(lane, tasks)
             if not tasks:
+                finished.extend(self._drain_stopped())
                 if finished:
                     self._settle(finished)
                     finished = []
@@ -247,6 +265,7 @@ class Dispatcher:
             for task in done:
                 tasks.pop(task).in_flight -= 1
                 finished.extend(task.result())
+                finished.extend(self._drain_stopped())
             now = time.monotonic()
             if finished and (not tasks or len(finished) >= SETTLE_BATCH
                              or now - last_settle >= SETTLE_EVERY):
@@ -258,7 +277,7 @@ class Dispatcher:
     def _launch(self, lane: _Lane, tasks: dict[asyncio.Task, _Lane]) -> None:
         """Hand the lane's next batches over and start their calls, while it has free slots."""
         free = lane.concurrency - lane.in_flight
-        if not lane.pending or free <= 0:
+        if not lane.pending or free <= 0 or lane.stopped is not None:
             return
         if free < lane.group and lane.in_flight and len(lane.pending) > free:
             return  # wait for a few more slots: one statement for several batches
@@ -301,7 +320,8 @@ class Dispatcher:
                 message = self._message(row, {}, {})
                 text = f"suppressed after it was planned: {reason}"
                 outcomes.append(_Outcome(_Work(message, row), "failed", error=PermanentError(text),
-                                         fields={"error": text, "attempts": row.attempts},
+                                         fields={"error": text, "attempts": row.attempts,
+                                                 "stopped_by": "suppression"},
                                          counted_as="suppressed"))
                 continue
             try:
@@ -318,6 +338,9 @@ class Dispatcher:
                                                          row))
         for name, mine in works.items():
             lane = self._lane(name)
+            if lane.stopped is not None:  # claimed in the same chunk as the call that stopped it
+                outcomes += [self._released(w, lane.stopped) for w in mine]
+                continue
             groups: dict[Any, list[_Work]] = {}
             for w in mine:
                 groups.setdefault(lane.channel.batch_key(w.message), []).append(w)
@@ -357,6 +380,9 @@ class Dispatcher:
                 if retrying is None:
                     raise
                 deliveries = await retrying(attempt)
+        except ConfigurationError as exc:
+            self._stop(lane, exc)
+            return [self._released(w, exc) for w in batch]
         except ChannelError as exc:
             return [self._failure(w, exc) for w in batch]
         except Exception as exc:  # noqa: BLE001 - a plugin bug: the call may have gone out
@@ -371,6 +397,9 @@ class Dispatcher:
             if d is None:
                 out.append(self._failure(w, UnknownOutcomeError(
                     f"channel {lane.name!r} returned no result for this message")))
+            elif isinstance(d.error, ConfigurationError):
+                self._stop(lane, d.error)
+                out.append(self._released(w, d.error))
             elif d.error is not None:
                 out.append(self._failure(w, d.error))
             else:
@@ -417,6 +446,27 @@ class Dispatcher:
         return AsyncRetrying(stop=stop, wait=wait, before=after_first, reraise=True,
                              retry=retry_if_exception_type(TransientError))
 
+    def _stop(self, lane: _Lane, error: ConfigurationError) -> None:
+        """Stop ``lane`` for the rest of the run: it takes no more work, and what it still held is
+        given back (by :meth:`_drain_stopped`). The first error is the one reported."""
+        if lane.stopped is None:
+            lane.stopped = error
+            self.report.stop_channel(lane.name, _describe(error))
+
+    def _drain_stopped(self) -> list[_Outcome]:
+        """The batches stopped lanes still hold, as released outcomes."""
+        out: list[_Outcome] = []
+        for lane in self._lanes.values():
+            if lane.stopped is not None and lane.pending:
+                out += [self._released(w, lane.stopped) for batch in lane.pending for w in batch]
+                lane.pending.clear()
+                lane.queued = 0
+        return out
+
+    @staticmethod
+    def _released(w: _Work, error: ConfigurationError) -> _Outcome:
+        return _Outcome(w, RELEASED, error=error)
+
     def _failure(self, w: _Work, exc: ChannelError) -> _Outcome:
         attempts = w.claimed.attempts + 1
         text = _describe(exc)
@@ -431,13 +481,22 @@ class Dispatcher:
                 "error": f"attempt {attempts} of {self.retry.max_attempts}: {text}",
                 "attempts": attempts, "due_at": epoch(self.now) + int(delay) + 1})
         if isinstance(exc, PermanentError):
-            return _Outcome(w, "failed", error=exc, fields={"error": text, "attempts": attempts})
+            fields: dict[str, Any] = {"error": text, "attempts": attempts}
+            if exc.suppress:  # the provider's STOP or bounce: a refusal, not a delivery failure
+                fields["stopped_by"] = "suppression"
+            return _Outcome(w, "failed", error=exc, fields=fields)
         return _Outcome(w, "unknown", error=exc, fields={"error": text, "attempts": attempts})
 
     # ------------------------------------------------------------------ recording
     def _settle(self, outcomes: list[_Outcome]) -> None:
         if not outcomes:
             return
+        released = [o for o in outcomes if o.state == RELEASED]
+        if released:
+            outcomes = [o for o in outcomes if o.state != RELEASED]
+            self.ledger.release([o.work.claimed.id for o in released], self.owner)
+            for o in released:
+                self.report.stopped_channels[o.work.claimed.channel].released += 1
         self.ledger.settle([{"id": o.work.claimed.id, "state": o.state, **o.fields} for o in outcomes],
                            self.owner)
         for o in outcomes:
@@ -455,7 +514,7 @@ class Dispatcher:
                 self.plugins.message_sent(o.work.message, o.delivery)
             elif o.error is not None:
                 self.plugins.message_failed(o.work.message, o.error, o.state)
-        self._done += len(outcomes)
+        self._done += len(outcomes) + len(released)
         if self.progress:
             self.progress(self._done, None if self._total is None else max(self._total, self._done))
 

@@ -71,6 +71,9 @@ messages = Table(
     Column("sent_at", BigInteger),
     Column("updated_at", BigInteger, nullable=False),
     Column("run_id", String(64)),
+    # The policy that stopped a planned message before it left ("suppression", "consent"): such a
+    # failure is a decision, and `outreach resend --failed` leaves it alone unless named.
+    Column("stopped_by", String(16)),
     # The claim's order, level by level (see Ledger.claim): within one state and priority, due
     # rows come first by due time, so a claim reads what it takes and never sorts the backlog.
     # It also serves recovery (state = 'sending') and the counts by state.
@@ -206,7 +209,8 @@ _CLAIMABLE = ("queued", "deferred")
 _CLAIMED_COLUMNS = ("id, key, campaign, version_id, customer_id, channel, address, name, locale, "
                     "variables, category, attempts")
 #: The columns an outcome may set besides its state (Ledger.settle).
-_SETTLE_COLUMNS = ("provider_id", "segments", "error", "sent_at", "due_at", "attempts")
+_SETTLE_COLUMNS = ("provider_id", "segments", "error", "sent_at", "due_at", "attempts",
+                   "stopped_by")
 #: Outcomes with equal values are written by one UPDATE over their ids from this many on; fewer
 #: (Twilio's, each with its own message id) go by primary key in one executemany.
 _SETWISE = 4
@@ -237,6 +241,20 @@ def _loads(raw: str) -> Any:
     except (ValueError, TypeError):
         pass
     return json.loads(raw)
+
+
+@dataclass(frozen=True)
+class FailedSelection:
+    """Which failed messages ``outreach resend --failed`` is about (every filter given must hold).
+
+    ``since`` is a Unix time (the message failed at or after it); ``reason`` a piece of its error,
+    compared ignoring case; ``keys`` names messages, including ones a policy stopped.
+    """
+
+    campaigns: tuple[str, ...] = ()
+    since: int | None = None
+    reason: str | None = None
+    keys: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -578,8 +596,9 @@ class Ledger:
         with self.engine.begin() as conn:
             if not self.is_sqlite:
                 rows = self._in_rows(
-                    conn, "UPDATE messages SET state = 'failed', error = :error, updated_at = :t "
-                    f"WHERE {where} RETURNING key, campaign, customer_id, channel", customer_ids,
+                    conn, "UPDATE messages SET state = 'failed', error = :error, updated_at = :t, "
+                    f"stopped_by = 'consent' WHERE {where} "
+                    "RETURNING key, campaign, customer_id, channel", customer_ids,
                     {**params, "error": error, "t": t})
                 return _withdrawn(rows)
             rows = self._in_rows(
@@ -587,8 +606,8 @@ class Ledger:
                 customer_ids, params)
             if rows:
                 self._by_ids(conn, "UPDATE {MESSAGES} SET state = 'failed', error = :error, "
-                             "updated_at = :t WHERE {IDS}", [r[0] for r in rows],
-                             {"error": error, "t": t})
+                             "updated_at = :t, stopped_by = 'consent' WHERE {IDS}",
+                             [r[0] for r in rows], {"error": error, "t": t})
         return _withdrawn(r[1:] for r in rows)
 
     def insert_messages(self, rows: Sequence[dict[str, Any]]) -> int:
@@ -973,6 +992,63 @@ class Ledger:
                                 .order_by(skips.c.decided_at)).all()
         return [dict(r._mapping) for r in rows]
 
+    # ------------------------------------------------------------------ resending failed messages
+    def _failed(self, selection: FailedSelection, *, refused: bool) -> Any:
+        """The condition for ``selection``'s failed messages: those stopped by a policy when
+        ``refused``, else the others plus the ones named by key."""
+        m = messages.c
+        cond = m.state == "failed"
+        if selection.campaigns:
+            cond &= m.campaign.in_(list(selection.campaigns))
+        if selection.since is not None:
+            cond &= m.updated_at >= selection.since
+        if selection.reason:
+            cond &= func.lower(func.coalesce(m.error, "")).contains(selection.reason.lower(),
+                                                                    autoescape=True)
+        if selection.keys:
+            cond &= m.key.in_(list(selection.keys))
+            return cond & m.stopped_by.is_not(None) if refused else cond
+        return cond & (m.stopped_by.is_not(None) if refused else m.stopped_by.is_(None))
+
+    def failed_messages(self, selection: FailedSelection, limit: int = 1000
+                        ) -> list[dict[str, Any]]:
+        """The first ``limit`` failed messages ``selection`` would queue again, oldest first."""
+        m = messages.c
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(m.key, m.campaign, m.customer_id, m.channel, m.address,
+                                       m.error, m.attempts, m.updated_at, m.stopped_by)
+                                .where(self._failed(selection, refused=False))
+                                .order_by(m.id).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def failed_counts(self, selection: FailedSelection, *, refused: bool = False
+                      ) -> list[dict[str, Any]]:
+        """``selection``'s failed messages counted by campaign, channel and error, most first;
+        with ``refused``, those a policy stopped that it leaves alone (not named by key)."""
+        m = messages.c
+        n = func.count().label("count")
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(m.campaign, m.channel, m.error, m.stopped_by, n)
+                                .where(self._failed(selection, refused=refused))
+                                .group_by(m.campaign, m.channel, m.error, m.stopped_by)
+                                .order_by(n.desc(), m.campaign, m.channel)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def resend_failed(self, selection: FailedSelection) -> int:
+        """Queue ``selection``'s failed messages again, on an operator's word; how many. One
+        statement, whatever their number.
+
+        A message a policy stopped (suppressed, consent withdrawn) is left failed unless its key is
+        named. Each starts its attempts afresh and is due as it was when it failed (so at once);
+        its planned time (what caps count) is kept. The suppression list is read again before it
+        is sent, as for every message.
+        """
+        with self.engine.begin() as conn:
+            return conn.execute(update(messages).where(self._failed(selection, refused=False))
+                                .values(state="queued", attempts=0, error=None,
+                                        handed_at=None, stopped_by=None, claim_owner=None,
+                                        claim_expires=None, updated_at=wall_clock())).rowcount
+
     def unknown_messages(self) -> list[dict[str, Any]]:
         """Messages whose outcome is unknown, for an operator to decide on."""
         with self.reader.connect() as conn:
@@ -1012,6 +1088,7 @@ def _migrate(conn) -> None:
     """
     ready = next(i for i in messages.indexes if i.name == "ix_messages_ready")
     ready.create(conn, checkfirst=True)
+    _add_stopped_by(conn)
     if conn.dialect.name == "sqlite":
         conn.execute(text("DROP INDEX IF EXISTS ix_messages_due"))
         return
@@ -1033,6 +1110,25 @@ def _postgresql_engine(url: str) -> Engine:
         raise OutreachError(f"the ledger {_safe_url(url)} is PostgreSQL, and its driver (psycopg) "
                             "is not installed: pip install 'outreach[postgresql]'") from None
     return create_engine(url, pool_pre_ping=True, future=True)
+
+
+def _add_stopped_by(conn) -> None:
+    """Give a ledger made before ``stopped_by`` existed the column, and mark its messages that a
+    policy stopped, by the texts earlier versions wrote for them."""
+    if conn.dialect.name == "sqlite":
+        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
+    else:
+        have = set(conn.execute(text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
+            "AND table_schema = current_schema()")).scalars())
+    if "stopped_by" in have:
+        return
+    conn.execute(text("ALTER TABLE messages ADD COLUMN stopped_by VARCHAR(16)"))
+    for cause, pattern in (("suppression", "suppressed after it was planned:%"),
+                           ("consent", "consent for % was withdrawn after it was planned"),
+                           ("consent", "the customer is no longer in the audience%")):
+        conn.execute(text("UPDATE messages SET stopped_by = :cause WHERE state = 'failed' "
+                          "AND error LIKE :pattern"), {"cause": cause, "pattern": pattern})
 
 
 def _driver_url(url: str) -> str:
@@ -1134,4 +1230,4 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     return engine
 
 
-__all__ = ["Ledger", "Claimed", "STATES", "epoch", "from_epoch", "wall_clock", "OperationalError"]
+__all__ = ["Ledger", "Claimed", "FailedSelection", "STATES", "epoch", "from_epoch", "wall_clock", "OperationalError"]

@@ -68,6 +68,22 @@ class CampaignReport:
 
 
 @dataclass
+class StoppedChannel:
+    """A channel stopped for the rest of a run because its configuration was refused (credentials,
+    sender identity, an outbox folder): its messages were left queued for the next run."""
+
+    channel: str
+    #: The provider's reason, as the channel's :class:`~outreach.channel.ConfigurationError` put it.
+    reason: str
+    #: Messages given back to the outbox untouched (claimed, then released; no attempt counted).
+    released: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"channel": self.channel, "reason": self.reason, "released": self.released}
+
+
+@dataclass
 class RunReport:
     """A whole run: the campaigns, bad audience rows, and what the exit code should be."""
 
@@ -80,12 +96,20 @@ class RunReport:
     #: Recovered claims of crashed processes: (queued again, marked unknown).
     recovered: tuple[int, int] = (0, 0)
     run_id: str | None = None
+    #: Channels stopped by a configuration the provider refused, by channel name.
+    stopped_channels: dict[str, StoppedChannel] = field(default_factory=dict)
 
     def campaign(self, name: str) -> CampaignReport:
         """The report of one campaign, made on first use."""
         if name not in self.campaigns:
             self.campaigns[name] = CampaignReport(name)
         return self.campaigns[name]
+
+    def stop_channel(self, name: str, reason: str) -> StoppedChannel:
+        """Record that channel ``name`` stopped for ``reason`` (the first reason is kept)."""
+        if name not in self.stopped_channels:
+            self.stopped_channels[name] = StoppedChannel(name, reason)
+        return self.stopped_channels[name]
 
     def add_row_problem(self, text: str, keep: int = 50) -> None:
         """Count a bad audience row; keep the first ``keep`` for the report."""
@@ -100,9 +124,11 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """False when a message failed or has an unknown outcome, or a campaign could not run."""
+        """False when a message failed or has an unknown outcome, a campaign could not run, or a
+        channel was stopped by its configuration."""
         t = self.totals
-        return not (t["failed"] or t["unknown"] or any(r.error for r in self.campaigns.values()))
+        return not (t["failed"] or t["unknown"] or self.stopped_channels
+                    or any(r.error for r in self.campaigns.values()))
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form of ``outreach run --json``."""
@@ -113,4 +139,5 @@ class RunReport:
             "invalid_rows": {"count": self.row_problem_count, "first": self.row_problems},
             "invalid_campaigns": self.skipped_campaigns,
             "recovered": {"requeued": self.recovered[0], "unknown": self.recovered[1]},
+            "stopped_channels": [c.as_dict() for c in self.stopped_channels.values()],
         }

@@ -61,6 +61,20 @@ def twilio_channel(fake: FakeTwilio, *, timeout: float = 2.0, concurrency: int =
     """) + extra
 
 
+def provider_channels(sendgrid: Any, twilio: FakeTwilio, *, timeout: float = 5.0,
+                      sms_concurrency: int = 4) -> str:
+    """``[channels.sms]`` on the Twilio plugin and ``[channels.email]`` on the SendGrid plugin (a
+    ``FakeSendGrid``), pointed at the fakes; secrets come from the environment."""
+    return twilio_channel(twilio, timeout=timeout, concurrency=sms_concurrency) + textwrap.dedent(f"""
+        [channels.email]
+        plugin = "sendgrid"
+        from_email = "shop@example.com"
+        api_host = "{sendgrid.url}"
+        unsubscribe_url = "https://shop.example.com/unsubscribe?k={{key}}"
+        timeout = {timeout}
+    """)
+
+
 def twilio_env(fake: FakeTwilio) -> dict[str, str]:
     """The environment the Twilio channel reads its secrets from."""
     return {"TWILIO_ACCOUNT_SID": fake.account_sid, "TWILIO_AUTH_TOKEN": fake.auth_token}

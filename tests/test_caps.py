@@ -5,10 +5,15 @@ messages do not count. Scenario tests run on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import types
 from datetime import datetime, timedelta
 
 from outreach import caps as caps_mod
+from outreach import hookimpl
+from outreach.channel import PermanentError
+from outreach.channels.outbox import OutboxEmail
 from outreach.config import CapRule
+from outreach.plugins import get_plugins
 
 ONE_A_DAY = '[[caps]]\nmax = 1\nper = "1d"\n'
 ANI = "c1,Ani,Petrosyan,ani@example.com,+37491234567,America/Los_Angeles,hy,yes,yes,vip"
@@ -198,23 +203,40 @@ def test_cap_window_is_rolling_not_per_calendar_day(project):
     assert report.campaigns["thanks"].capped == 1
 
 
+class _Refusing(OutboxEmail):
+    """The outbox's email, refusing every message while ``refusing`` is set (as a provider
+    refuses an address)."""
+
+    type_name = "refusing-email"
+    refusing = True
+
+    def send(self, messages):
+        if _Refusing.refusing:
+            raise PermanentError("the provider refused this address", code=400)
+        return super().send(messages)
+
+
 def test_failed_messages_do_not_count(project):
     p = project
-    p.configure(caps=ONE_A_DAY)
+    p.configure(caps=ONE_A_DAY,
+                channels='[channels.email]\nplugin = "refusing-email"\npath = "outbox/email"\n')
     p.customers(ANI)
     p.events("""
         e1,c1,purchase,2026-11-24T09:00:00-08:00
         e2,c1,purchase,2026-11-24T11:00:00-08:00
     """)
     p.campaign("thanks", thanks(within="3h"))
-    blocker = p.file("outbox/email", "not a folder\n")  # the outbox channel cannot write: it fails
+    module = types.ModuleType("refusing_plugin")
+    module.outreach_register_channels = hookimpl(lambda register: register(_Refusing))
+    plugins = get_plugins(extra=[module])
+    _Refusing.refusing = True
 
-    first = p.run("2026-11-24T10:00")
+    first = p.run("2026-11-24T10:00", plugins=plugins)
     assert (first.campaigns["thanks"].failed, first.campaigns["thanks"].sent) == (1, 0)
     assert [m["state"] for m in p.messages()] == ["failed"]
 
-    blocker.unlink()
-    second = p.run("2026-11-24T12:00")
+    _Refusing.refusing = False
+    second = p.run("2026-11-24T12:00", plugins=plugins)
     assert (second.campaigns["thanks"].capped, second.campaigns["thanks"].sent) == (0, 1)
     assert keys(p) == ["thanks:e2"]
 

@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 import pytest
 
 from outreach import hookimpl
-from outreach.channel import Channel, Delivery, TemplateField, TransientError
+from outreach.channel import (Channel, ConfigurationError, Delivery, TemplateField,
+                              TransientError)
 from outreach.dispatch import RateLimiter
 from outreach.plugins import get_plugins
 
@@ -239,3 +240,49 @@ def test_dispatch_called_from_inside_a_running_event_loop(sqlite_project):
 
     asyncio.run(app())
     assert report.campaigns["news"].sent == N
+
+
+class Refusing(AsyncRecorder):
+    """An asyncio provider that refuses the deployment on the call to ``refuse_to`` (quickly),
+    while the calls already in flight beside it take longer and are accepted."""
+
+    type_name = "refusing"
+    refuse_to: str | None = None
+
+    async def send_async(self, messages):
+        [m] = messages
+        if m.address == Refusing.refuse_to:
+            await asyncio.sleep(0.01)
+            raise ConfigurationError("the provider refused the credentials", code=401)
+        self._enter()
+        await asyncio.sleep(0.2)
+        return self._leave(messages)
+
+
+def test_a_refused_configuration_stops_the_lane_and_in_flight_calls_settle_as_they_end(
+        sqlite_project):
+    Recorder.reset()
+    Refusing.refuse_to = _phone(1)
+    _project(sqlite_project, "refusing", concurrency=4)
+    plugins = get_plugins(extra=[_plugin(Recorder, AsyncRecorder, Refusing)])
+
+    report = sqlite_project.run("2026-11-24T10:00", plugins=plugins)
+
+    # The first window of four was in flight: three were accepted and are sent; the refused one
+    # and the twenty never started are queued again, with no attempt counted.
+    assert sorted(a for a, _, _ in Recorder.calls) == [_phone(0), _phone(2), _phone(3)]
+    rows = {r["address"]: r for r in sqlite_project.messages()}
+    assert Counter(r["state"] for r in rows.values()) == {"sent": 3, "queued": N - 3}
+    assert {r["attempts"] for r in rows.values() if r["state"] == "queued"} == {0}
+    assert {r["handed_at"] for r in rows.values() if r["state"] == "queued"} == {None}
+    assert report.campaigns["news"].sent == 3 and report.campaigns["news"].failed == 0
+    assert not report.ok
+    [stopped] = report.stopped_channels.values()
+    assert (stopped.channel, stopped.released) == ("sms", N - 3)
+    assert stopped.reason == "the provider refused the credentials (code 401)"
+
+    Refusing.refuse_to = None  # the operator fixed the key
+    again = sqlite_project.run("2026-11-24T10:05", plugins=plugins)
+
+    assert again.ok and again.campaigns["news"].sent == N - 3
+    assert Counter(a for a, _, _ in Recorder.calls) == Counter(_phone(i) for i in range(N))

@@ -17,16 +17,15 @@ import os
 import secrets
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from guarantees_support import (
-    all_table_text, audience, newsletter, phone, run_inprocess,
+    all_table_text, audience, newsletter, phone, provider_channels, run_inprocess,
 )
 
 from outreach.testing import Project
 from outreach_sendgrid.testing import FakeSendGrid
-from outreach_twilio.testing import TEST_FROM_NUMBER, FakeTwilio
+from outreach_twilio.testing import FakeTwilio
 
 NOW = "2026-11-24T00:10"
 
@@ -141,21 +140,7 @@ def markers():
 def _secret_project(root, twilio: FakeTwilio, sendgrid: FakeSendGrid, env: dict) -> Project:
     p = Project(root)
     p.environ.update(env)
-    p.configure(channels=textwrap.dedent(f"""
-        [channels.sms]
-        plugin = "twilio"
-        from_number = "{TEST_FROM_NUMBER}"
-        api_base = "{twilio.url}"
-        timeout = 0.5
-        concurrency = 1
-
-        [channels.email]
-        plugin = "sendgrid"
-        from_email = "shop@example.com"
-        api_host = "{sendgrid.url}"
-        unsubscribe_url = "https://shop.example.com/unsubscribe?k={{key}}"
-        timeout = 0.5
-    """))
+    p.configure(channels=provider_channels(sendgrid, twilio, timeout=0.5, sms_concurrency=1))
     p.customers(audience(6))
     p.campaign("news", newsletter())
     p.campaign("letter", newsletter(channel="email"))

@@ -6,6 +6,7 @@ provider SDK.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -15,10 +16,12 @@ import urllib.error
 import urllib.request
 from typing import Any, Sequence
 
+import aiohttp
 import pytest
 
-from outreach.channel import (Channel, ChannelError, Delivery, OutgoingMessage, PermanentError,
-                              TemplateField, TransientError, UnknownOutcomeError)
+from outreach.channel import (Channel, ChannelError, ConfigurationError, Delivery, OutgoingMessage,
+                              PermanentError, TemplateField, TransientError, UnknownOutcomeError,
+                              retry_after)
 from outreach.settings import Setting
 from outreach.testing import (FakeProvider, RecordedRequest, Reply, check_channel, closed_port_url,
                               load_spec, sample_message)
@@ -308,20 +311,64 @@ class MiniChannel(Channel):
             with urllib.request.urlopen(req, timeout=self.config["timeout"]) as resp:
                 ids = json.loads(resp.read())["ids"]
         except urllib.error.HTTPError as err:
-            return self.http_error(err)
+            return self.http_error(err.code, err.read().decode(), err.headers)
         except urllib.error.URLError as err:
             raise TransientError(f"could not connect: {err.reason}") from err
         except (OSError, http.client.HTTPException) as err:
             raise UnknownOutcomeError(f"no answer after sending: {err}") from err
         return [Delivery(i["ref"], provider_id=i["id"]) for i in ids]
 
-    def http_error(self, err: urllib.error.HTTPError) -> Any:
-        if err.code == 429:
-            raise TransientError("rate limited", code=429,
-                                 retry_after=float(err.headers.get("Retry-After") or 1))
-        if err.code >= 500:
-            raise TransientError(f"server error {err.code}", code=err.code)
-        raise PermanentError(f"refused: {err.read().decode()[:200]}", code=err.code)
+    def http_error(self, status: int, text: str, headers: Any) -> Any:
+        if status == 429:
+            raise TransientError("rate limited", code=429, retry_after=retry_after(headers))
+        if status >= 500:
+            raise TransientError(f"server error {status}", code=status)
+        if status in (401, 403):
+            raise ConfigurationError(f"the token was refused ({status})", code=status)
+        raise PermanentError(f"refused: {self.redact(text[:2000])}", code=status)
+
+
+class AsyncMiniChannel(MiniChannel):
+    """The mini API through aiohttp, one session per event loop, closed by aclose()."""
+
+    type_name = "async-mini"
+
+    def __init__(self, name: str, settings: Any) -> None:
+        super().__init__(name, settings)
+        self.sessions: dict[Any, aiohttp.ClientSession] = {}
+
+    async def send_async(self, messages: Sequence[OutgoingMessage]) -> Sequence[Delivery]:
+        loop = asyncio.get_running_loop()
+        session = self.sessions.get(loop)
+        if session is None:
+            session = self.sessions[loop] = aiohttp.ClientSession()
+        body = {"messages": [{"to": m.address, "text": m.content.get("body", "x"), "ref": m.key}
+                             for m in messages]}
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config["timeout"],
+                                        sock_read=self.config["timeout"])
+        try:
+            async with session.post(f"{self.config['api_base']}/v1/messages", json=body,
+                                    timeout=timeout, headers={
+                                        "Authorization": f"Bearer {self.config['token'].reveal()}"
+                                    }) as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    return self.http_error(resp.status, text, resp.headers)
+                ids = json.loads(text)["ids"]
+        except aiohttp.ClientConnectorError as err:
+            raise TransientError(f"could not connect: {err.os_error.strerror}") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            raise UnknownOutcomeError(f"no answer after sending: {type(err).__name__}") from None
+        return [Delivery(i["ref"], provider_id=i["id"]) for i in ids]
+
+    async def aclose(self) -> None:
+        session = self.sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
+    def close(self) -> None:
+        super().close()
+        self.sessions.clear()
 
 
 CONTRACT = dict(settings={"sender": "shop@example.com"}, environ={"MINI_TOKEN": "t0ken-abcdef"},
@@ -330,13 +377,78 @@ CONTRACT = dict(settings={"sender": "shop@example.com"}, environ={"MINI_TOKEN": 
 
 def test_a_good_channel_passes_the_contract(mini):
     report = check_channel(MiniChannel, provider=mini, check_entry_point=False, **CONTRACT)
-    assert report.failures == []
+    assert report.failures == [] and report.skipped == []
     assert report.passed == [
-        "class", "settings", "send one", "send batch", "concurrent sends",
+        "class", "settings", "sample messages", "send one", "send batch", "concurrent sends",
         "429 -> transient with retry_after", "503 -> transient", "400 -> permanent",
-        "slow answer -> unknown", "dropped after handling -> unknown",
-        "connection refused -> transient", "secrets hidden", "spec"]
+        "401 -> configuration", "403 -> configuration", "slow answer -> unknown",
+        "dropped after handling -> unknown", "connection refused -> transient",
+        "echoed credentials redacted", "secrets hidden", "spec"]
     assert max(len(mini.requests[i].json()["messages"]) for i in range(len(mini.requests))) == 50
+
+
+def test_a_good_asyncio_channel_passes_the_contract_and_its_own_checks(mini):
+    report = check_channel(AsyncMiniChannel, provider=mini, check_entry_point=False, **CONTRACT)
+    assert {"concurrent sends on one event loop", "send_async leaves the event loop free",
+            "aclose closes what it opened"} <= set(report.passed)
+
+
+class BlockingAsyncMini(MiniChannel):
+    """send_async in name only: it makes a blocking call on the event loop."""
+
+    type_name = "blocking-mini"
+
+    async def send_async(self, messages: Sequence[OutgoingMessage]) -> Sequence[Delivery]:
+        return MiniChannel.send(self, messages)
+
+
+class LeakyMini(AsyncMiniChannel):
+    """Forgets to close its HTTP session."""
+
+    type_name = "leaky-mini"
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("channel, failure", [
+    (BlockingAsyncMini, "send_async leaves the event loop free: send_async blocked the event loop "
+                        "while its request was in flight"),
+    (LeakyMini, "aclose closes what it opened: aclose() left open what send_async() opened on "
+                "its loop: Unclosed client session"),
+], ids=["blocking", "leaky"])
+def test_the_contract_catches_a_blocked_loop_and_an_unclosed_session(mini, channel, failure):
+    with pytest.raises(AssertionError) as info:
+        check_channel(channel, provider=mini, check_entry_point=False, **CONTRACT)
+    assert failure in str(info.value)
+    assert str(info.value).count("\n- ") == 1  # that one breach, nothing else
+
+
+class TitledChannel(MiniChannel):
+    """Declares its own template fields (no subject, no body): the samples must write them."""
+
+    type_name = "titled"
+    template_fields = {"title": TemplateField(required=True), "text": TemplateField(required=True)}
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> Sequence[Delivery]:
+        for m in messages:
+            assert set(m.content) == {"title", "text"}, m.content
+        return super().send([OutgoingMessage(**{**m.__dict__, "content": {
+            "body": f"{m.content['title']}: {m.content['text']}"}}) for m in messages])
+
+
+def test_sample_messages_follow_the_channels_template_fields(mini):
+    report = check_channel(TitledChannel, provider=mini, check_entry_point=False, **CONTRACT)
+    assert "sample messages" in report.passed and "send batch" in report.passed
+    assert mini.accepted[0]["text"] == ("Title for Ada: thank you for joining.: "
+                                        "Text for Ada: thank you for joining.")
+
+
+def test_the_spec_check_is_skipped_not_passed_without_a_spec():
+    with FakeMini(None) as fake:
+        report = check_channel(MiniChannel, provider=fake, check_entry_point=False, **CONTRACT)
+    assert "spec" not in report.passed
+    assert report.skipped == ["spec (the provider has no API description, or validate=False)"]
 
 
 def test_the_contract_requires_the_entry_point(mini):
@@ -347,17 +459,19 @@ def test_the_contract_requires_the_entry_point(mini):
 
 
 class SloppyChannel(MiniChannel):
-    """Everything a channel must not do: misclassify, leak the token, log it, wait forever."""
+    """Everything a channel must not do: misclassify, leak the token, log it, show what the
+    provider echoed."""
 
     type_name = "sloppy"
 
-    def http_error(self, err: urllib.error.HTTPError) -> Any:
+    def http_error(self, status: int, text: str, headers: Any) -> Any:
         token = self.config["token"].reveal()
-        if err.code == 429:
+        if status == 429:
             raise TransientError("rate limited", code=429)  # drops Retry-After
         import logging
         logging.getLogger("sloppy").debug("failed with token %s", token)
-        raise PermanentError(f"failed with token {token}", code=err.code)  # 503 is not permanent
+        # 503 is not permanent, 401 is the deployment's fault, and the echo is not redacted.
+        raise PermanentError(f"failed with token {token}: {text}", code=status)
 
 
 def test_the_contract_names_every_breach(mini):
@@ -367,6 +481,10 @@ def test_the_contract_names_every_breach(mini):
     assert "SloppyChannel breaks the channel contract" in text
     assert "429 -> transient with retry_after: a 429 with Retry-After: 7 gave retry_after=None" in text
     assert "503 -> transient: raised PermanentError(" in text and "expected TransientError" in text
+    assert "401 -> configuration: raised PermanentError(" in text
+    assert "expected ConfigurationError" in text
+    assert "echoed credentials redacted: the provider's error quoted the request's Authorization" \
+        in text
     assert "secrets hidden: a secret value shows in: error PermanentError, log" in text
     assert "send one" in text.split("(passed:")[1]
 
@@ -378,6 +496,8 @@ def test_the_contract_refuses_short_secrets(mini):
 
 
 def test_channel_errors_are_channel_errors():
-    # check_channel relies on the three classes sharing ChannelError.
+    # check_channel relies on the four classes sharing ChannelError, and the dispatcher on a
+    # ConfigurationError never being taken for a message's failure.
     assert all(issubclass(c, ChannelError)
-               for c in (TransientError, PermanentError, UnknownOutcomeError))
+               for c in (TransientError, PermanentError, UnknownOutcomeError, ConfigurationError))
+    assert not issubclass(ConfigurationError, PermanentError)

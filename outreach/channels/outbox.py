@@ -6,6 +6,7 @@ example of a channel plugin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 from outreach import hookimpl
-from outreach.channel import Channel, Delivery, OutgoingMessage, PermanentError, TemplateField
+from outreach.channel import (Channel, ConfigurationError, Delivery, OutgoingMessage,
+                              TemplateField)
 from outreach.settings import Setting
 from outreach.sms import count_segments, segment_problems
 
@@ -41,23 +43,46 @@ class _Outbox(Channel):
         }
 
     def send(self, messages: Sequence[OutgoingMessage]) -> Sequence[Delivery]:
+        """Write each message as ``KEY.json``.
+
+        A folder that cannot be made or written (permissions, a read-only or full disk, a file
+        where the folder should be) is the deployment's problem, not the messages': a
+        :class:`ConfigurationError`, raised for the call when nothing was written, else set on the
+        messages left (the ones written are delivered).
+        """
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PermanentError(f"cannot create outbox folder {self.folder}: {exc.strerror}") from exc
-        out = []
-        for message in messages:
+            raise ConfigurationError(f"cannot create the outbox folder {self.folder}: "
+                                     f"{exc.strerror or exc}", code="folder") from None
+        out: list[Delivery] = []
+        for i, message in enumerate(messages):
             doc = self._document(message)
             doc["written_at"] = datetime.now(timezone.utc).isoformat()
             target = self.folder / (_UNSAFE.sub("_", message.key) + ".json")
-            # Write then rename, so a reader never sees half a message.
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, ensure_ascii=False, indent=2)
-            os.replace(tmp, target)
+            try:
+                self._write(target, doc)
+            except OSError as exc:
+                error = ConfigurationError(f"cannot write to the outbox folder {self.folder}: "
+                                           f"{exc.strerror or exc}", code="folder")
+                if not out:
+                    raise error from None
+                return out + [Delivery(m.key, error=error) for m in messages[i:]]
             out.append(Delivery(message.key, provider_id=target.name,
                                 segments=doc.get("segments")))
         return out
+
+    def _write(self, target: Path, doc: dict[str, Any]) -> None:
+        # Write then rename, so a reader never sees half a message.
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, ensure_ascii=False, indent=2)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 class OutboxEmail(_Outbox):

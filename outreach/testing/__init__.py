@@ -16,18 +16,21 @@ This package is public API: plugins may import it (their tests do), and it chang
 """
 
 from outreach.testing.project import CLIResult, Project
-from outreach.testing.contract import ContractReport, check_channel, closed_port_url, sample_message
-from outreach.testing.server import FakeProvider, RecordedRequest, Reply, load_spec
+from outreach.testing.contract import (ContractReport, check_channel, closed_port_url,
+                                       sample_content, sample_message)
+from outreach.testing.server import FakeProvider, Hold, RecordedRequest, Reply, load_spec
 
 __all__ = [
     "CLIResult",
     "ContractReport",
     "Project",
     "FakeProvider",
+    "Hold",
     "RecordedRequest",
     "Reply",
     "check_channel",
     "closed_port_url",
     "load_spec",
+    "sample_content",
     "sample_message",
 ]

@@ -5,7 +5,8 @@ what is exercised is what runs in production: the SDK's own serialisation, heade
 way it raises. Each request is checked against the provider's published OpenAPI description (a
 request the real API would refuse is a bug even when the fake accepts it), and the server can answer
 with the failures a provider really produces (429, 5xx, an answer that never comes, a dropped
-connection) so a channel's error classification is tested against real sockets.
+connection, an error that echoes the request's credentials) so a channel's error classification
+and redaction are tested against real sockets.
 
 A provider subclasses :class:`FakeProvider` and implements :meth:`FakeProvider.handle`::
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeProvider", "RecordedRequest", "Reply", "load_spec"]
+__all__ = ["FakeProvider", "Hold", "RecordedRequest", "Reply", "load_spec"]
 
 
 @dataclass
@@ -215,14 +216,44 @@ def _server_url(spec: dict) -> str:
 # --- faults ----------------------------------------------------------------------------------------
 
 
+class Hold:
+    """An answer the provider keeps until :meth:`release` is called (see
+    :meth:`FakeProvider.hold_next`)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        #: Set when the held request reached the provider.
+        self.arrived = threading.Event()
+        self._gate = threading.Event()
+        #: True once the answer left because ``timeout`` passed, not because it was released.
+        self.timed_out = False
+
+    def release(self) -> None:
+        """Let the answer go (any thread may call it)."""
+        self._gate.set()
+
+    def _wait(self, stopping: threading.Event) -> bool:
+        """Wait for the release; False when the server is stopping."""
+        deadline = time.monotonic() + self.timeout
+        while not self._gate.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.timed_out = True
+                return True
+            if stopping.wait(min(left, 0.01)):
+                return False
+        return True
+
+
 @dataclass
 class _Fault:
-    kind: str  # "fail", "slow", "drop"
+    kind: str  # "fail", "slow", "drop", "hold", "echo"
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = b""
     seconds: float = 0.0
     after_handling: bool = False
+    hold: Hold | None = None
 
 
 # --- the server ------------------------------------------------------------------------------------
@@ -286,10 +317,16 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        delay, reply = answer
+        delay, reply, *held = answer  # a subclass's _respond may still answer (delay, reply)
+        hold = held[0] if held else None
         if delay and provider._stopping.wait(delay):
             self.close_connection = True
             return
+        if hold is not None:
+            hold.arrived.set()
+            if not hold._wait(provider._stopping):
+                self.close_connection = True
+                return
         headers, body = reply.encode()
         try:
             self.send_response(reply.status)
@@ -412,6 +449,27 @@ class FakeProvider:
             for _ in range(count):
                 self._faults.append(_Fault("slow", seconds=seconds))
 
+    def hold_next(self, timeout: float = 5.0) -> Hold:
+        """Handle the next request (the message IS accepted) but keep its answer until the
+        returned :class:`Hold` is released, or ``timeout`` seconds pass.
+
+        For checking that a call in flight leaves its caller free: the test releases the answer
+        from the caller's event loop, which can only happen while the call is not blocking it
+        (:attr:`Hold.timed_out` says whether it had to wait the whole ``timeout``).
+        """
+        hold = Hold(timeout)
+        with self._lock:
+            self._faults.append(_Fault("hold", hold=hold))
+        return hold
+
+    def echo_next(self, count: int = 1, status: int = 400) -> None:
+        """Answer the next ``count`` requests with ``status`` and an error (:meth:`error_body`)
+        that quotes every request header, ``Authorization`` included, as a verbose provider or a
+        proxy in front of it may: what a channel stores or shows of it must hold no credential."""
+        with self._lock:
+            for _ in range(count):
+                self._faults.append(_Fault("echo", status=status))
+
     def drop_next(self, count: int = 1, after_handling: bool = False) -> None:
         """Close the connection of the next ``count`` requests without answering.
 
@@ -522,8 +580,8 @@ class FakeProvider:
             return _Fault("slow", seconds=rates["slow_seconds"])
         return None
 
-    def _respond(self, request: RecordedRequest) -> tuple[float, Reply] | None:
-        """The reply and how long to hold it, or None to drop the connection."""
+    def _respond(self, request: RecordedRequest) -> tuple[float, Reply, Hold | None] | None:
+        """The reply, how long to delay it and what holds it, or None to drop the connection."""
         with self._lock:
             self.requests.append(request)
         errors = self.check_request(request)
@@ -534,10 +592,14 @@ class FakeProvider:
             headers = {}
             if self._bucket_retry_after is not None:
                 headers["Retry-After"] = f"{self._bucket_retry_after:g}"
-            return self.latency, Reply(429, headers, self.error_body(429, "Too Many Requests"))
+            return self.latency, Reply(429, headers, self.error_body(429, "Too Many Requests")), None
         fault = self._next_fault()
         if fault is not None and fault.kind == "fail":
-            return self.latency, Reply(fault.status, fault.headers, fault.body)
+            return self.latency, Reply(fault.status, fault.headers, fault.body), None
+        if fault is not None and fault.kind == "echo":
+            quoted = "; ".join(f"{k}: {v}" for k, v in request.headers.items())
+            return self.latency, Reply(fault.status, body=self.error_body(
+                fault.status, f"request refused; it came with these headers: {quoted}")), None
         if fault is not None and fault.kind == "drop" and not fault.after_handling:
             return None
         if errors:
@@ -552,4 +614,4 @@ class FakeProvider:
         if fault is not None and fault.kind == "drop":
             return None
         delay = self.latency + (fault.seconds if fault is not None and fault.kind == "slow" else 0.0)
-        return delay, reply
+        return delay, reply, (fault.hold if fault is not None else None)

@@ -5,11 +5,16 @@ One request per message, except with a SendGrid dynamic template (``template_id`
 ``dynamic_template_data``, ``custom_args`` and headers. Every message carries its ledger key in
 ``custom_args.outreach_key`` so SendGrid's event webhook can be matched back to the ledger.
 
-How failures are classified (the core retries, fails or marks unknown on that basis):
+How failures are classified (the core retries, fails, marks unknown or stops the channel on that
+basis):
 
 * HTTP 429: :class:`TransientError`, ``retry_after`` from ``Retry-After`` or ``X-RateLimit-Reset``
   (epoch seconds, turned into seconds from now);
 * HTTP 5xx: :class:`TransientError`;
+* HTTP 401 and 403 (the API key refused or lacking Mail Send permission, the sender not a verified
+  Sender Identity), 404 (``api_host`` is not SendGrid's API), and a 400 whose every error is about
+  the sender (``from``, ``reply_to``, ``asm``: the channel's settings, not the message):
+  :class:`ConfigurationError`, so the messages stay queued until the deployment is fixed;
 * the connection could not be made or was refused before the request was sent (urllib raises
   ``URLError`` only while connecting and sending): :class:`TransientError`;
 * any other HTTP 4xx: :class:`PermanentError`, with SendGrid's own error messages;
@@ -20,16 +25,14 @@ How failures are classified (the core retries, fails or marks unknown on that ba
 
 from __future__ import annotations
 
-import email.utils
 import http.client
 import json
 import logging
 import re
 import threading
-import time
 import urllib.error
 from html.parser import HTMLParser
-from typing import Any, ClassVar, Hashable, Mapping, Sequence, cast
+from typing import Any, ClassVar, Hashable, Mapping, Sequence
 from urllib.parse import quote
 
 import python_http_client.exceptions as http_errors
@@ -38,8 +41,9 @@ from sendgrid.helpers.mail import (
     Asm, Category, Content, CustomArg, From, Header, Mail, Personalization, ReplyTo, TemplateId, To,
 )
 
-from outreach.channel import (Channel, ChannelError, Delivery, OutgoingMessage, PermanentError,
-                              TemplateField, TransientError, UnknownOutcomeError)
+from outreach.channel import (LIVE_SECRETS, Channel, ChannelError, ConfigurationError, Delivery,
+                              OutgoingMessage, PermanentError, TemplateField, TransientError,
+                              UnknownOutcomeError, connection_reason, retry_after)
 from outreach.settings import Setting
 
 log = logging.getLogger(__name__)
@@ -48,34 +52,14 @@ log = logging.getLogger(__name__)
 PLACEHOLDERS = ("key", "customer_id", "campaign")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
 _PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)\b")
-_BEARER = re.compile(r"(Bearer\s+)[^\s'\",}]+")
+#: Request fields that come from the channel's settings: a 400 about them alone is the deployment's.
+_SENDER_FIELD = re.compile(r"^(from|reply_to|asm)\b")
 #: SendGrid's documented limit of categories per message.
 MAX_CATEGORIES = 10
 
-
-class _Redact(logging.Filter):
-    """python_http_client logs every request's headers (Authorization included) and every answer's
-    body at DEBUG: mask bearer tokens and the API keys of the channels made in this process."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            text = _BEARER.sub(r"\1***", record.msg)
-            for secret in tuple(self.secrets):
-                text = text.replace(secret, "***")
-            record.msg = text
-        return True
-
-
-_http_logger = logging.getLogger("python_http_client.client")
-# A _Redact an earlier import of this module added (of a class of its own, so found by name).
-_REDACT = next((cast(_Redact, f) for f in _http_logger.filters if type(f).__name__ == "_Redact"),
-               None) or _Redact()
-if _REDACT not in _http_logger.filters:
-    _http_logger.addFilter(_REDACT)
+# python_http_client logs every request's headers (Authorization included) and every answer's
+# body at DEBUG: the core's redactor masks bearer tokens and every open channel's API key there.
+LIVE_SECRETS.guard("python_http_client.client", __name__)
 
 
 class _TextOf(HTMLParser):
@@ -215,9 +199,6 @@ class SendGridChannel(Channel):
             self._check_placeholders("unsubscribe_mailto", mailto)
         self.unsubscribe_mailto = mailto
         self._local = threading.local()
-        key = cfg.get("api_key")
-        if key is not None and hasattr(key, "reveal") and key.reveal():
-            _REDACT.secrets.add(key.reveal())
 
     @staticmethod
     def _check_placeholders(setting: str, value: str) -> None:
@@ -416,8 +397,9 @@ class SendGridChannel(Channel):
         get a :class:`PermanentError` and the rest are sent again once, so one bad address does not
         sink a thousand.
 
-        Without a template, each message is its own request. A :class:`TransientError` stops the
-        loop (the provider asked to slow down) and is given to every message not yet sent; other
+        Without a template, each message is its own request. A :class:`TransientError` (the
+        provider asked to slow down) or a :class:`ConfigurationError` (it refused the deployment)
+        stops the loop and is given to every message not yet sent; other
         failures are per message. When every message failed with the same class and message, that
         error is raised for the call (a single message always raises); otherwise the failures are
         reported per message in :attr:`Delivery.error`.
@@ -430,7 +412,8 @@ class SendGridChannel(Channel):
         for i, message in enumerate(messages):
             try:
                 out.append(Delivery(message.key, provider_id=self._post([message])))
-            except TransientError as exc:
+            except (TransientError, ConfigurationError) as exc:
+                # Later, or never with this configuration: the rest would meet the same answer.
                 out += [Delivery(m.key, error=exc) for m in messages[i:]]
                 break
             except ChannelError as exc:
@@ -460,26 +443,19 @@ class SendGridChannel(Channel):
         return [Delivery(m.key, provider_id=message_id) for m in messages]
 
     # errors ------------------------------------------------------------------------------------
-    def _redact(self, text: str) -> str:
-        key = self.config.get("api_key")
-        secret = key.reveal() if key is not None and hasattr(key, "reveal") else None
-        text = _BEARER.sub(r"\1***", text)
-        return text.replace(secret, "***") if secret else text
-
     def _classify(self, exc: BaseException) -> ChannelError | None:
         """The channel error for an exception the SDK raised, or None to let it through."""
         if isinstance(exc, http_errors.HTTPError):
             return self._http_error(exc)
         if isinstance(exc, urllib.error.URLError):
             # urllib raises URLError only while connecting and sending: nothing reached SendGrid.
-            reason = getattr(exc, "reason", exc)
-            return TransientError(self._redact(f"could not reach SendGrid at {self.api_host}: "
-                                               f"{reason}"))
+            return TransientError(self.redact(f"could not reach SendGrid at {self.api_host}: "
+                                              f"{connection_reason(exc)}"))
         if isinstance(exc, TimeoutError):
             return UnknownOutcomeError(f"no answer from SendGrid within {self.timeout:g}s after "
                                        "the request was sent: it may have been accepted")
         if isinstance(exc, (OSError, http.client.HTTPException)):
-            return UnknownOutcomeError(self._redact(
+            return UnknownOutcomeError(self.redact(
                 f"the connection to SendGrid failed after the request was sent "
                 f"({type(exc).__name__}: {exc}): it may have been accepted"))
         return None
@@ -488,19 +464,31 @@ class SendGridChannel(Channel):
         status = int(exc.status_code)
         headers = exc.headers
         details, fields = _sendgrid_errors(exc.body)
-        what = self._redact("; ".join(details) or str(getattr(exc, "reason", "")) or "no details")
+        what = self.redact("; ".join(details) or str(getattr(exc, "reason", "")) or "no details")
         message = f"SendGrid answered {status}: {what}"
         if status == 429:
-            return TransientError(message, code=status, retry_after=_retry_after(headers))
+            return TransientError(message, code=status, retry_after=retry_after(headers))
         if status >= 500:
-            return TransientError(message, code=status, retry_after=_retry_after(headers))
+            return TransientError(message, code=status, retry_after=retry_after(headers))
+        if status in (401, 403):
+            env = getattr(self.config.get("api_key"), "env", None)
+            where = f" ${env}" if env else ""
+            return ConfigurationError(
+                f"{message} (check the API key{where}, its Mail Send permission and that "
+                f"{self.config.get('from_email')} is a verified Sender Identity)", code=status)
+        if status == 404:
+            return ConfigurationError(f"{message} (api_host {self.api_host} does not serve "
+                                      "SendGrid's v3 Mail Send API)", code=status)
+        if fields and all(_SENDER_FIELD.match(name or "") for name, _ in fields):
+            return ConfigurationError(f"{message} (the sender settings of [channels.{self.name}])",
+                                      code=status)
         indices: dict[int, str] = {}
         for field_name, detail in fields:
             match = _PERSONALIZATION_FIELD.match(field_name or "")
             if match is None:
                 indices = {}
                 break
-            indices[int(match.group(1))] = self._redact(detail)
+            indices[int(match.group(1))] = self.redact(detail)
         error = PermanentError(message, code=status)
         if status == 400 and indices and len(indices) == len(fields):
             # Every error names a recipient: _send_batch fails those and resends the rest.
@@ -530,26 +518,3 @@ def _sendgrid_errors(body: bytes | str | None) -> tuple[list[str], list[tuple[st
         lines.append(f"{msg} (field {field_name})" if field_name else msg)
         fields.append((field_name, msg))
     return lines, fields
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date) or ``X-RateLimit-Reset``."""
-    if headers is None:
-        return None
-    value = headers.get("Retry-After")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-                return max(0.0, when.timestamp() - time.time())
-            except (TypeError, ValueError):
-                pass
-    reset = headers.get("X-RateLimit-Reset")
-    if reset:
-        try:
-            return max(0.0, float(reset) - time.time())
-        except ValueError:
-            pass
-    return None

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from outreach.channel import PermanentError, TransientError, UnknownOutcomeError
+from outreach.channel import (ConfigurationError, PermanentError, TransientError,
+                              UnknownOutcomeError)
 from outreach.testing import closed_port_url
 
 
@@ -38,20 +39,53 @@ def test_503_is_transient(fake, make_channel, email):
     assert error.code == "503" and error.retry_after is None
 
 
-def test_400_is_permanent_with_sendgrids_message(fake, make_channel, email, api_key):
+def test_400_about_a_recipient_is_permanent_with_sendgrids_message(fake, make_channel, email,
+                                                                   api_key):
     fake.fail_next(status=400, body={"errors": [{
-        "message": "The from address does not match a verified Sender Identity.",
-        "field": "from", "help": None}]})
+        "message": "Does not contain a valid address.", "field": "personalizations.0.to.0.email",
+        "help": None}]})
     error = _raises(PermanentError, make_channel(), [email()])
-    assert str(error) == ("SendGrid answered 400: The from address does not match a verified "
-                          "Sender Identity. (field from)")
+    assert str(error) == ("SendGrid answered 400: Does not contain a valid address. "
+                          "(field personalizations.0.to.0.email)")
     assert error.code == "400" and api_key not in str(error)
 
 
-def test_wrong_api_key_is_permanent(fake, make_channel, email):
+def test_an_unverified_sender_is_the_configurations_fault(fake, make_channel, email):
+    # The message is fine: the channel's from address is not a verified Sender Identity.
+    fake.fail_next(status=400, body={"errors": [{
+        "message": "The from address does not match a verified Sender Identity.",
+        "field": "from", "help": None}]})
+    error = _raises(ConfigurationError, make_channel(), [email()])
+    assert "verified Sender Identity" in str(error) and "[channels.email]" in str(error)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_the_configurations_fault(fake, make_channel, email, status):
+    fake.fail_next(status=status, body=fake.error_body(status, "access forbidden"))
+    error = _raises(ConfigurationError, make_channel(), [email()])
+    assert error.code == str(status)
+    assert "$SENDGRID_API_KEY" in str(error) and "shop@example.com" in str(error)
+
+
+def test_a_wrong_api_key_stops_the_channel_instead_of_failing_messages(fake, make_channel, email):
     fake.api_key = "SG.another-key"
-    error = _raises(PermanentError, make_channel(), [email()])
+    messages = [email(key=f"welcome:c{i}", address=f"c{i}@example.com") for i in range(3)]
+    error = _raises(ConfigurationError, make_channel(), messages)
     assert error.code == "401" and "authorization grant is invalid" in str(error)
+    assert len(fake.mail_requests) == 1  # the others would meet the same answer
+
+
+def test_an_api_host_that_is_not_sendgrid_is_the_configurations_fault(fake, make_channel, email):
+    fake.fail_next(status=404, body=fake.error_body(404, "resource not found"))
+    error = _raises(ConfigurationError, make_channel(), [email()])
+    assert fake.url in str(error)
+
+
+def test_credentials_echoed_by_a_proxy_are_redacted(fake, make_channel, email, api_key):
+    fake.fail_next(status=400, body=f"<html>Bad request. Headers: Authorization: Bearer {api_key}"
+                                    f"; X-Api-Key: {api_key}</html>")
+    error = _raises(PermanentError, make_channel(), [email()])
+    assert api_key not in str(error) and "Bearer ***" in str(error)
 
 
 def test_slow_answer_after_acceptance_is_unknown(fake, make_channel, email):

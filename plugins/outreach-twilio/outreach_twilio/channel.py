@@ -7,6 +7,13 @@ message someone twice), always has a timeout, can point at another host (``api_b
 server), keeps each call's answer headers (for Retry-After) and never logs a secret. The asyncio
 path is what lets one process keep many calls in flight cheaply: about 0.3 ms of CPU a message,
 against 2.5 ms through the SDK's requests client in threads.
+
+Failures are classified as Twilio means them: 429 (or code 20429) and 5xx are transient; an
+answer that refuses the account or the sender rather than the message (HTTP 401/403, and the codes
+in :data:`ACCOUNT_CODES`: authentication, a suspended account, a ``From`` that is not the
+account's) is a :class:`ConfigurationError`, so the channel stops and its messages stay queued
+until the deployment is fixed; other 4xx fail the message (and :data:`SUPPRESS_CODES` suppress its
+number).
 """
 
 from __future__ import annotations
@@ -18,10 +25,7 @@ import logging
 import re
 import ssl
 import threading
-from collections import Counter
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -31,14 +35,21 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from outreach.channel import (
+    LIVE_SECRETS,
     Channel,
     ChannelError,
+    ConfigurationError,
     Delivery,
     OutgoingMessage,
     PermanentError,
     TemplateField,
     TransientError,
     UnknownOutcomeError,
+    basic_credentials,
+    causes,
+    connection_reason,
+    redact,
+    retry_after,
 )
 from outreach.settings import Secret, Setting
 from outreach.sms import count_segments, segment_problems
@@ -57,65 +68,27 @@ SUPPRESS_CODES: Mapping[int, str] = {
 }
 #: Twilio's own "Too Many Requests" code (it comes with HTTP 429).
 RATE_LIMITED = 20429
+#: Twilio error codes that refuse the account or the sender, not the message: nothing can be sent
+#: until the deployment is fixed (the channel stops, its messages stay queued).
+ACCOUNT_CODES: Mapping[int, str] = {
+    20003: "authentication failed: check the Account SID and auth token",
+    20005: "the account is not active",
+    20008: "test credentials cannot send messages",
+    20404: "the account or the API address is wrong (resource not found)",
+    21212: "from_number is not a valid sending number",
+    21606: "from_number cannot send messages (to this destination)",
+    21659: "from_number is not a Twilio number of this account",
+    21660: "from_number does not belong to this account",
+}
 
 
 # -- secrets never in a log line ------------------------------------------------------------------
 
-class _Redact(logging.Filter):
-    """Replaces every live channel's Account SID and auth token in a log record by ``***``.
-
-    The SDK and HTTP libraries may log request URLs (``/Accounts/AC.../Messages.json``) at INFO /
-    DEBUG; a filter on those loggers is the one place that sees every such record before any
-    handler does.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("outreach_twilio")
-        self._lock = threading.Lock()
-        self._secrets: Counter[str] = Counter()
-
-    def add(self, values: Iterable[str]) -> None:
-        with self._lock:
-            self._secrets.update(v for v in values if v)
-
-    def remove(self, values: Iterable[str]) -> None:
-        with self._lock:
-            self._secrets.subtract(v for v in values if v)
-            self._secrets = +self._secrets  # drop the ones no channel holds any more
-
-    def scrub(self, text: str) -> str:
-        with self._lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # a record that cannot be formatted is the logging module's business
-            return True
-        clean = self.scrub(text)
-        if clean != text:
-            record.msg, record.args = clean, ()
-        return True
-
-
-_REDACT = _Redact()
-#: Loggers that may write a request URL (which holds the Account SID).
+#: Loggers that may write a request URL (which holds the Account SID) or its headers; the core's
+#: redactor masks every open channel's secrets in their records before any handler sees them.
 _GUARDED_LOGGERS = ("twilio.http_client", "twilio.async_http_client", "aiohttp.client",
                     "aiohttp.internal", "asyncio", "outreach_twilio")
-_installed = False
-_install_lock = threading.Lock()
-
-
-def _guard_loggers() -> None:
-    global _installed
-    with _install_lock:
-        if not _installed:
-            for name in _GUARDED_LOGGERS:
-                logging.getLogger(name).addFilter(_REDACT)
-            _installed = True
+LIVE_SECRETS.guard(*_GUARDED_LOGGERS)
 
 
 # -- the HTTP client ------------------------------------------------------------------------------
@@ -175,7 +148,7 @@ class _HttpClient(AsyncHttpClient):
             total=None, connect=timeout, sock_read=timeout)
         target = self.rewrite(url)
         if _log.isEnabledFor(logging.DEBUG):  # the scrubbing is not free, at a thousand a second
-            _log.debug("Twilio request: %s %s", method, _REDACT.scrub(urlsplit(target).path))
+            _log.debug("Twilio request: %s %s", method, redact(urlsplit(target).path))
         async with self._session.request(method.upper(), target, params=params or None,
                                          data=form, headers=sent, timeout=call_timeout,
                                          allow_redirects=allow_redirects) as answer:
@@ -236,11 +209,17 @@ class TwilioSMS(Channel):
         self._sid = self.config["account_sid"].reveal()
         self._token = self.config["auth_token"].reveal()
         self._timeout = float(self.config.get("timeout") or self.CORE_SETTINGS["timeout"].default)
-        _guard_loggers()
-        _REDACT.add((self._sid, self._token))
         self._clients: dict[asyncio.AbstractEventLoop, Client] = {}
         self._lock = threading.Lock()
-        self._closed = False
+
+    def secret_values(self) -> list[str]:
+        """The SID and token, and the base64 of ``sid:token`` that basic authentication sends (a
+        proxy or a provider echoing the ``Authorization`` header would show that form)."""
+        values = super().secret_values()
+        sid, token = (_plain(self.config.get(k)) for k in ("account_sid", "auth_token"))
+        if sid and token:
+            values += basic_credentials(sid, token)
+        return values
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> list[str]:
@@ -349,7 +328,7 @@ class TwilioSMS(Channel):
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = self._classify_network(exc)
         except TwilioException as exc:
-            error = UnknownOutcomeError(self._scrub(f"Twilio client error: {type(exc).__name__}"))
+            error = UnknownOutcomeError(self.redact(f"Twilio client error: {type(exc).__name__}"))
         except ValueError:  # the request went through but the answer could not be read
             error = UnknownOutcomeError("Twilio's answer could not be read; the message may have "
                                         "been sent", code="answer")
@@ -361,11 +340,6 @@ class TwilioSMS(Channel):
 
     # -- classification -----------------------------------------------------------------------
 
-    def _scrub(self, text: str) -> str:
-        for secret in (self._sid, self._token):
-            text = text.replace(secret, "***")
-        return text
-
     def _classify_refusal(self, exc: TwilioRestException | TwilioServiceException,
                           response: Response | None) -> ChannelError:
         """An HTTP error answer, classified as Twilio means it."""
@@ -376,14 +350,18 @@ class TwilioSMS(Channel):
         else:
             text = str(exc.msg).removeprefix("Unable to create record").lstrip(": ")
         shown = f"HTTP {status}" + (f", code {code}" if code and code != status else "")
-        detail = self._scrub(f"({shown}): {text}" if text else f"({shown})")
+        detail = self.redact(f"({shown}): {text}" if text else f"({shown})")
         report = code if code and code != status else status
+        headers = getattr(response, "headers", None)
         if status == 429 or code == RATE_LIMITED:
             return TransientError(f"Twilio is rate limiting {detail}", code=report,
-                                  retry_after=_retry_after(response))
+                                  retry_after=retry_after(headers))
         if status >= 500:
             return TransientError(f"Twilio could not take the message now {detail}", code=report,
-                                  retry_after=_retry_after(response))
+                                  retry_after=retry_after(headers))
+        if status in (401, 403) or (code is not None and code in ACCOUNT_CODES):
+            why = ACCOUNT_CODES.get(code or 0) or "the account's credentials or permissions"
+            return ConfigurationError(f"Twilio refused the account {detail}: {why}", code=report)
         if code is not None and code in SUPPRESS_CODES:
             return PermanentError(f"Twilio refused the number {detail}", code=code, suppress=True,
                                   reason=SUPPRESS_CODES[code])
@@ -394,16 +372,16 @@ class TwilioSMS(Channel):
         host = self._where()
         if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
             # Raised before anything is sent, and never heals.
-            return PermanentError(self._scrub(f"cannot call {host}: {type(exc).__name__}"),
+            return PermanentError(self.redact(f"cannot call {host}: {type(exc).__name__}"),
                                   code="request")
         if _never_left(exc):
-            return TransientError(f"could not connect to {host} ({_root_reason(exc)}); "
+            return TransientError(f"could not connect to {host} ({connection_reason(exc)}); "
                                   "the message was not sent", code="connect")
         if isinstance(exc, asyncio.TimeoutError):
             return UnknownOutcomeError(f"no answer from {host} within {self._timeout:g} s; the "
                                        "message may have been sent", code="timeout")
         return UnknownOutcomeError(f"the connection to {host} was lost after the request was "
-                                   f"sent ({_root_reason(exc)}); the message may have been "
+                                   f"sent ({connection_reason(exc)}); the message may have been "
                                    "sent", code="connection")
 
     def _where(self) -> str:
@@ -422,10 +400,6 @@ class TwilioSMS(Channel):
         with self._lock:
             # Any left belong to loops that ended without aclose(); nothing can close them now.
             self._clients.clear()
-            closing = not self._closed
-            self._closed = True
-        if closing:
-            _REDACT.remove((self._sid, self._token))
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -437,6 +411,12 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def _plain(value: Any) -> str | None:
+    """A setting's text, whether it is still a plain string or already a Secret."""
+    value = value.reveal() if hasattr(value, "reveal") else value
+    return value if isinstance(value, str) else None
+
+
 def _segments(value: Any) -> int | None:
     """Twilio's ``num_segments`` ("2"), or None when absent or ``0`` (a messaging service's
     message has no sender yet when it is queued, so Twilio has not counted it)."""
@@ -444,57 +424,10 @@ def _segments(value: Any) -> int | None:
     return number if number and number > 0 else None
 
 
-def _retry_after(response: Response | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), else None."""
-    headers = getattr(response, "headers", None) or {}
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    value = str(value).strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _causes(exc: BaseException) -> Iterable[BaseException]:
-    """``exc`` and everything it wraps (its args, ``__cause__`` and ``__context__``)."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        item = todo.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
-        for attr in ("reason", "__cause__", "__context__"):
-            inner = getattr(item, attr, None)
-            if isinstance(inner, BaseException):
-                todo.append(inner)
-
-
 def _never_left(exc: BaseException) -> bool:
     """Whether the connection failed before a byte of the request was sent (refused, DNS,
     connect timeout, a TLS certificate refused in the handshake): then it is safe to try again."""
     return any(isinstance(e, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
                               ssl.SSLCertVerificationError))
-               for e in _causes(exc))
+               for e in causes(exc))
 
-
-def _root_reason(exc: BaseException) -> str:
-    """A short reason without the URL (the libraries' own messages may hold the path and so the SID)."""
-    for item in _causes(exc):
-        if isinstance(item, OSError) and item.strerror:
-            return item.strerror
-    for item in _causes(exc):
-        if isinstance(item, (ConnectionError, TimeoutError)):
-            return type(item).__name__
-    return type(exc).__name__

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from outreach.channel import PermanentError, TransientError, UnknownOutcomeError
+from outreach.channel import (ConfigurationError, PermanentError, TransientError,
+                              UnknownOutcomeError)
 from outreach.testing import closed_port_url
 
 
@@ -104,14 +105,33 @@ def test_other_400_is_permanent_without_suppression(twilio, make_channel, sms):
     assert "Permission to send an SMS" in str(caught.value)
 
 
-def test_wrong_auth_token_is_permanent(twilio, make_channel, sms):
+def test_a_wrong_auth_token_is_the_configurations_fault_not_the_messages(twilio, make_channel,
+                                                                          sms):
     channel = make_channel()
     twilio.auth_token = "0" * 32  # the token was rotated at Twilio, not in the environment
 
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(ConfigurationError) as caught:
         channel.send([sms("hello")])
 
-    assert caught.value.code == "20003" and not caught.value.suppress
+    assert caught.value.code == "20003" and "Account SID and auth token" in str(caught.value)
+
+
+@pytest.mark.parametrize("status, code", [(403, 20003), (400, 21659), (400, 21212), (401, 20005)])
+def test_account_and_sender_refusals_are_the_configurations_fault(twilio, make_channel, sms,
+                                                                  status, code):
+    twilio.error_for("+37491000007", status=status, code=code)
+
+    with pytest.raises(ConfigurationError) as caught:
+        make_channel().send([sms("hello", to="+37491000007")])
+
+    assert caught.value.code == str(code)
+
+
+def test_a_403_without_a_known_code_is_still_the_configurations_fault(twilio, make_channel, sms):
+    twilio.fail_next(status=403, body={"message": "Forbidden", "status": 403})
+
+    with pytest.raises(ConfigurationError):
+        make_channel().send([sms("hello")])
 
 
 def test_slow_answer_beyond_the_timeout_is_unknown(twilio, make_channel, sms):
