@@ -8,9 +8,9 @@ customer list, only a batch at a time, so memory stays flat at a million custome
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Collection, Iterator, Mapping, NamedTuple
 
 from outreach.settings import Setting
 
@@ -97,6 +97,44 @@ class RowProblem:
 Report = Callable[[RowProblem], None]
 
 
+class SourceProblem(NamedTuple):
+    """Something that makes a source unusable before any row is read (a missing file, table or
+    column, a query that fails, a mapping that names nothing): ``outreach validate`` and
+    ``outreach run`` refuse it alike, naming ``key`` (the setting, ``audience.customers``)."""
+
+    key: str
+    message: str
+    #: ``customers`` (nothing can be planned) or ``events`` (only campaigns that read events
+    #: cannot be: ``run --skip-invalid`` runs the others).
+    role: str = "customers"
+
+
+@dataclass(frozen=True, order=True)
+class EventCursor:
+    """A position in a source's events: the (time, id) of the last event a run consumed.
+
+    Events are ordered by time, then id; a run that needs only new events asks for those after
+    its cursor (:meth:`Source.events_after`) and keeps the cursor of the last one it planned.
+    """
+
+    time: datetime
+    id: str
+
+
+@dataclass
+class SourceDescription:
+    """What a source made of its data, for ``outreach validate``: each role's mapping."""
+
+    #: role (customers, events) → where it is read from (a file, a table, a query).
+    origins: dict[str, str] = field(default_factory=dict)
+    #: role → {outreach field → the source's column}.
+    mapped: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: role → {attribute name → the source's column} for the columns kept as attributes.
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: consent key → where it comes from (a column, ``consent_default``...).
+    consents: dict[str, str] = field(default_factory=dict)
+
+
 class Source:
     """Base class of audience sources. Configured in ``outreach.toml`` under ``[audience]``."""
 
@@ -111,6 +149,11 @@ class Source:
         #: The deployment's time zone, for times written without an offset.
         self.timezone = timezone
 
+    #: Names of the customer attributes that hold dates (a birthday, a renewal date), set by the
+    #: project from what its campaigns' rules read: a source reads them into ISO form
+    #: (``2026-12-01``, ``--12-01``) and reports a value it cannot read.
+    dates: frozenset[str] = frozenset()
+
     def customers(self, report: Report) -> Iterator[Customer]:
         """Stream every customer once, reporting and skipping rows that are not valid."""
         raise NotImplementedError
@@ -120,11 +163,8 @@ class Source:
         raise NotImplementedError
 
     def customer(self, customer_id: str) -> Customer | None:
-        """One customer by id (for ``preview`` and ``history``); sources with an index override this."""
-        for c in self.customers(lambda p: None):
-            if c.id == customer_id:
-                return c
-        return None
+        """One customer by id (for ``preview`` and ``history``), through :meth:`customers_by_ids`."""
+        return next(iter(self.customers_by_ids([customer_id], lambda p: None)), None)
 
     def count_hint(self) -> int | None:
         """About how many customers :meth:`customers` will stream, for a progress bar's total;
@@ -138,6 +178,48 @@ class Source:
         """
         return None, None
 
-    def check(self) -> list[tuple[str, str]]:
-        """Problems found without reading every row (missing files, missing columns): (key, message)."""
+    def check(self) -> list[SourceProblem]:
+        """Problems found without reading every row (missing files, tables or columns, a failing
+        query, a mapping that names nothing). ``outreach validate`` and ``outreach run`` both
+        refuse them with the same message; a plain ``(key, message)`` pair is read as a problem
+        with the customers."""
         return []
+
+    def describe(self) -> SourceDescription:
+        """What the source mapped, for ``outreach validate`` (call after :meth:`check` is clean)."""
+        return SourceDescription()
+
+    def consents(self) -> set[str] | None:
+        """The consent keys the source can give a customer (a column or a default for each), or
+        None when it cannot tell; a campaign none of whose channels' consents is among them
+        could reach nobody, and is refused."""
+        return None
+
+    # ------------------------------------------------------------------ incremental reads
+    def events_after(self, cursor: EventCursor | None, types: frozenset[str], report: Report, *,
+                     overlap: timedelta = timedelta(0)) -> Iterator[Event]:
+        """The events of ``types`` (all when empty) after ``cursor``, ordered by (time, id).
+
+        With ``overlap``, the events of the ``overlap`` before the cursor's time are read again
+        as well: a row committed late, with a time before the cursor, is not missed (dedupe keys
+        make the ones already planned harmless). No cursor: every event. This default reads
+        :meth:`events` whole and sorts; a source with an index reads only the new rows.
+        """
+        since = None if cursor is None else cursor.time - overlap
+        found = [e for e in self.events(types, since, report)
+                 if cursor is None or overlap or (e.time, e.id) > (cursor.time, cursor.id)]
+        found.sort(key=lambda e: (e.time, e.id))
+        return iter(found)
+
+    def customers_by_ids(self, ids: Collection[str], report: Report) -> Iterator[Customer]:
+        """The customers among ``ids`` that exist, in any order (the customers of new events).
+
+        This default streams :meth:`customers` once; a source with an index answers one query
+        per call, so call it with a batch of ids, not one id at a time.
+        """
+        wanted = set(ids)
+        if not wanted:
+            return
+        for c in self.customers(report):
+            if c.id in wanted:
+                yield c

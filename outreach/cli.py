@@ -159,10 +159,18 @@ def _print_report(report: RunReport) -> None:
     if report.recovered != (0, 0):
         out.print(f"recovered from an earlier crash: {report.recovered[0]} queued again, "
                   f"{report.recovered[1]} marked unknown (see `outreach status`)")
+    _print_audience_problems(report)
+
+
+def _print_audience_problems(report: RunReport) -> None:
+    """The audience rows a run or a plan skipped (or read in part), and the campaigns left out."""
     if report.row_problem_count:
-        err.print(f"{report.row_problem_count} audience row(s) skipped:", markup=False)
+        err.print(f"{report.row_problem_count} audience row problem(s) (each row skipped unless "
+                  "it says otherwise):", markup=False)
         for line in report.row_problems[:10]:
             err.print(f"  {line}", markup=False)
+        if report.row_problem_count > 10:
+            err.print("  … (`outreach validate` lists them all)", markup=False)
     for problem in report.skipped_campaigns:
         err.print(f"campaign left out: {problem}", markup=False)
 
@@ -193,7 +201,7 @@ def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[
     ledger = Ledger(project.ledger_url)
     try:
         report = execute(project, state.plugins, ledger, now, dry_run=dry_run, campaigns=campaigns,
-                         send=not no_send, progress=update)
+                         send=not no_send, progress=update, skip_invalid=skip_invalid)
     finally:
         stop()
         ledger.close()
@@ -220,7 +228,9 @@ def plan(state: _State, now_text: str | None, campaigns: Sequence[str], as_json:
         ledger.close()
     if as_json:
         _emit_json({"now": report.now, "candidates": [r.as_dict() for r in rows],
-                    "campaigns": [c.as_dict() for c in report.campaigns.values()]})
+                    "campaigns": [c.as_dict() for c in report.campaigns.values()],
+                    "invalid_rows": {"count": report.row_problem_count,
+                                     "first": report.row_problems}})
         return
     table = Table(title=f"plan at {report.now}", title_justify="left")
     for col in ("campaign", "customer", "channel", "decision", "not before", "reason"):
@@ -232,6 +242,7 @@ def plan(state: _State, now_text: str | None, campaigns: Sequence[str], as_json:
     for rep in report.campaigns.values():
         if not rep.due:
             out.print(f"{rep.name}: not due ({rep.note})", markup=False)
+    _print_audience_problems(report)
 
 
 @cli.command()
@@ -267,24 +278,45 @@ def dispatch(state: _State, now_text: str | None, campaigns: Sequence[str], limi
 # ---------------------------------------------------------------------------------------- validate
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--headers-only", is_flag=True,
+              help="Check files, tables and columns without reading every row.")
 @click.pass_obj
-def validate(state: _State, as_json: bool) -> None:
-    """Check the deployment, every campaign and the audience files, without sending anything."""
+def validate(state: _State, as_json: bool, headers_only: bool) -> None:
+    """Check the deployment, every campaign and the audience, without sending anything.
+
+    The checks `outreach run` makes before planning are the same (it refuses what this refuses,
+    with the same messages); then the whole audience is read, to report every row a run would
+    skip, what the source mapped, and each campaign that could reach nobody.
+    """
+    from outreach.audience_check import check_audience
+    from outreach.survey import survey
+
     problems: list[str] = []
     project = None
     try:
         project = state.project()
     except ConfigError as exc:
         problems = [str(p) for p in exc.problems]
-    if project is not None:
+    found = None
+    now = parse_now(None, project.tz) if project is not None else None
+    if project is not None and now is not None:
         source = project.source()
-        problems += [f"{project.file}: {key}: {msg}" for key, msg in source.check()]
+        problems += [str(p) for p in check_audience(project, source, now).all()]
+        if not problems and not headers_only:
+            update, stop = _progress(not as_json)
+            try:
+                found = survey(project, source, now,
+                               (lambda n, total: update("reading", n, total)) if update else None)
+            finally:
+                stop()
     failures = [f"plugin {f.name}: {f.error}" for f in state.plugins.registry.failures]
     if project is not None:
         failures += [str(w) for w in project.warnings]
     campaigns = sorted(project.campaigns) if project else []
-    result = {"ok": not problems, "problems": problems, "plugin_failures": failures,
-              "campaigns": campaigns}
+    result: dict[str, Any] = {"ok": not problems, "problems": problems, "plugin_failures": failures,
+                              "campaigns": campaigns}
+    if found is not None:
+        result["audience"] = found.as_dict()
     if as_json:
         _emit_json(result)
     else:
@@ -292,10 +324,44 @@ def validate(state: _State, as_json: bool) -> None:
             err.print(p, markup=False)
         for f in failures:
             err.print(f"warning: {f}", markup=False)
+        if found is not None:
+            _print_survey(found)
         if not problems:
-            out.print(f"ok: {len(campaigns)} campaign(s) valid: {', '.join(campaigns)}",
+            notes = found.warnings if found is not None else []
+            rows = found.row_problem_count if found is not None else 0
+            tail = (f"; {rows} audience row problem(s) and {len(notes)} warning(s) above"
+                    if rows or notes else "")
+            out.print(f"ok: {len(campaigns)} campaign(s) valid: {', '.join(campaigns)}{tail}",
                       markup=False)
     sys.exit(EXIT_OK if not problems else EXIT_CONFIG)
+
+
+def _print_survey(found: Any) -> None:
+    """What `outreach validate` read in the audience, for people."""
+    for role, origin in found.origins.items():
+        count = found.customers if role == "customers" else found.events
+        out.print(f"{role}: {count} from {origin}", markup=False)
+        mapped = found.mapped.get(role, {})
+        if mapped:
+            out.print("  mapped: " + ", ".join(f"{k} ← {v}" for k, v in mapped.items()), markup=False)
+        unused = found.unused.get(role)
+        if unused:
+            out.print("  columns no campaign reads (kept as attributes): " + ", ".join(unused),
+                      markup=False)
+    for key, origin in found.consents.items():
+        out.print(f"consent {key}: {origin}", markup=False)
+    if found.reachable:
+        out.print("reachable: " + ", ".join(f"{ch} {n} of {found.customers}"
+                                            for ch, n in found.reachable.items()), markup=False)
+    if found.row_problem_count:
+        err.print(f"{found.row_problem_count} audience row problem(s):", markup=False)
+        for line in found.row_problems:
+            err.print(f"  {line}", markup=False)
+        if found.row_problem_count > len(found.row_problems):
+            err.print(f"  … and {found.row_problem_count - len(found.row_problems)} more",
+                      markup=False)
+    for w in found.warnings:
+        err.print(f"warning: {w}", markup=False)
 
 
 # ---------------------------------------------------------------------------------------- preview / history

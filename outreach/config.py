@@ -163,8 +163,11 @@ class Project:
     locale: str = "en"
 
     def source(self) -> Source:
-        """A fresh audience source."""
-        return self.source_cls(self.source_settings, self.root, self.timezone)
+        """A fresh audience source, told which attributes the campaigns' rules read as dates."""
+        source = self.source_cls(self.source_settings, self.root, self.timezone)
+        source.dates = frozenset(name for c in self.campaigns.values()
+                                 for name, kind in c.rule.attributes().items() if kind == "date")
+        return source
 
 
 _DEPLOYMENT_KEYS = {

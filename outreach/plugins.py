@@ -36,6 +36,7 @@ BUILTIN_MODULES = (
     "outreach.rules.birthday",
     "outreach.channels.outbox",
     "outreach.sources.csv_source",
+    "outreach.sources.sql_source",
 )
 POLICY_MODULES = (
     "outreach.policy.consent",

@@ -111,6 +111,10 @@ class Rule:
     #: True when :meth:`select` reads ``ctx.history`` (loaded for every customer of the batch);
     #: a rule that needs it for a few customers calls ``ctx.load_history`` with those instead.
     needs_history: ClassVar[bool] = False
+    #: Parameters whose value names a customer attribute the rule reads, with what it holds
+    #: (``"date"`` or ``"text"``): ``{"before": "date"}``. Declared, not discovered, so the core
+    #: can tell before a run that the audience has no such attribute, and read dates for it.
+    attribute_params: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, campaign: str, params: Mapping[str, Any]) -> None:
         self.campaign = campaign
@@ -120,6 +124,16 @@ class Rule:
     def check(self) -> list[tuple[str, str]]:
         """Problems across parameters, as (key under ``params``, message)."""
         return []
+
+    def attributes(self) -> dict[str, str]:
+        """The customer attributes this campaign's rule reads (name → ``date`` or ``text``): the
+        values of its :attr:`attribute_params` that are set."""
+        out: dict[str, str] = {}
+        for param, kind in self.attribute_params.items():
+            name = self.config.get(param)
+            if isinstance(name, str) and name:
+                out[name] = kind
+        return out
 
     def event_needs(self, now: datetime) -> EventNeeds | None:
         """Which events the rule wants on each profile at ``now``; None for none."""

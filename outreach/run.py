@@ -13,9 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
+from outreach.audience_check import check_audience
 from outreach.config import Project, load_project
 from outreach.dispatch import Dispatcher
-from outreach.errors import UsageError
+from outreach.errors import ConfigError, Problem, UsageError
 from outreach.ledger import Ledger, epoch
 from outreach.planner import Planner, PlanRow
 from outreach.plugins import Plugins, get_plugins
@@ -48,15 +49,24 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
             dry_run: bool = False, campaigns: Sequence[str] | None = None, send: bool = True,
             on_row: Callable[[PlanRow], None] | None = None,
             progress: Callable[[str, int, int | None], None] | None = None,
-            command: str = "run") -> RunReport:
+            command: str = "run", skip_invalid: bool = False) -> RunReport:
     """Plan (and unless ``dry_run``, record and dispatch) one run at ``now``.
 
+    The audience is checked first, exactly as ``outreach validate`` checks it
+    (:func:`~outreach.audience_check.check_audience`): what it refuses raises ConfigError before
+    anything is planned, or with ``skip_invalid`` leaves out the campaigns concerned.
     A real run holds the planner lock for its whole length; a dry run takes no lock and writes
     nothing, so ``outreach plan`` can be used while cron runs.
     """
     check_campaign_names(project, campaigns)
+    project, left_out = check_audience(project, project.source(), now).enforce(
+        project, skip_invalid=skip_invalid)
+    if campaigns and left_out:
+        campaigns = [c for c in campaigns if c in project.campaigns]
+        if not campaigns:
+            raise ConfigError([Problem(str(project.file), "", line) for line in left_out])
     report = RunReport(now=now.isoformat(timespec="seconds"), dry_run=dry_run,
-                       skipped_campaigns=[str(p) for p in project.skipped])
+                       skipped_campaigns=[str(p) for p in project.skipped] + left_out)
     for name in project.campaigns:
         if not campaigns or name in campaigns:
             report.campaign(name)

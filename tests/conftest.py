@@ -15,6 +15,7 @@ import pytest
 from outreach.testing.project import Project
 
 PG_URL = os.environ.get("OUTREACH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("OUTREACH_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
 
 
 def _pg_available() -> str | None:
@@ -100,3 +101,41 @@ def project(tmp_path, ledger_url) -> Project:
 def sqlite_project(tmp_path) -> Project:
     """A fresh project on SQLite only, for tests about files, templates and the command line."""
     return Project(tmp_path / "shop")
+
+
+def _server_problem(url: str) -> str | None:
+    """None when the MySQL/MariaDB server at ``url`` answers, else why not."""
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url.replace("mysql://", "mysql+pymysql://", 1),
+                                          connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server for these tests
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+@pytest.fixture
+def mysql_url():
+    """A URL of a fresh, empty MariaDB/MySQL database (dropped after the test). Skips without a
+    server, or fails under CI=true, as PostgreSQL tests do (``OUTREACH_TEST_MYSQL``)."""
+    problem = _server_problem(MYSQL_URL)
+    if problem:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but MariaDB at {MYSQL_URL} is not reachable: {problem}")
+        pytest.skip(f"MariaDB at {MYSQL_URL} is not reachable ({problem}); set "
+                    "OUTREACH_TEST_MYSQL to run these tests")
+    import sqlalchemy
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(MYSQL_URL.replace("mysql://", "mysql+pymysql://", 1))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    base = MYSQL_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}?charset=utf8mb4"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.dispose()

@@ -59,3 +59,13 @@ def test_bench_command_prints_its_figure(script, extra, tmp_path):
     assert figures, stdout
     for fig in figures:
         assert fig["value"] == fig["value"] and fig["value"] > 0, fig  # a number, not NaN or 0
+
+
+def test_the_sql_source_bench_prints_its_figures(pg_url, tmp_path):
+    """bench/sql_source.py on the real PostgreSQL (its schemas are its own, dropped after)."""
+    base = pg_url.split("?", 1)[0]
+    stdout = _run(str(BENCH / "sql_source.py"), "--small", "--data", str(tmp_path),
+                  "--pg-url", base, timeout=600)
+    names = {f["figure"]: f for f in _figures(stdout)}
+    assert names["sql_incremental_rows_read_20000"]["value"] == 1601, stdout
+    assert {"sql_plan_time_ratio_2000", "sql_plan_peak_ratio_2000"} <= set(names)

@@ -56,7 +56,7 @@ def test_human_output_is_a_table_and_bad_rows_go_to_stderr(shop):
     result = shop.cli("run", "--now", "2026-11-24T10:00")
     assert result.code == 0
     assert "news" in result.stdout and "sent" in result.stdout
-    assert "1 audience row(s) skipped" in result.stderr
+    assert "1 audience row problem(s)" in result.stderr
     assert "Traceback" not in result.stderr
 
 

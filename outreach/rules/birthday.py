@@ -43,6 +43,7 @@ class Birthday(Rule):
 
     name = "birthday"
     default_priority = 40
+    attribute_params = {"attribute": "date"}
     params = {
         "attribute": Setting("str", default="birthday", help="the customer's date attribute"),
         "at": Setting("clock", default=time(9, 0), help="local time of day to send the greeting"),

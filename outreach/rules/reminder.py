@@ -37,6 +37,7 @@ class Reminder(Rule):
 
     name = "reminder"
     default_priority = 30
+    attribute_params = {"before": "date"}
     params = {
         "inactive_for": Setting("duration", minimum=60, help="quiet this long before a reminder"),
         "activity": Setting("list", default=["purchase"], help="event types that count as activity"),

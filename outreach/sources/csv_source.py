@@ -1,10 +1,11 @@
 """The built-in audience source: two CSV files, streamed row by row.
 
-``customers`` has the columns ``id, first_name, last_name, email, phone, timezone, locale``,
-``consent_<channel>`` (yes/no) for each consent, ``tags`` (separated by ``;``) and any other column
-as a free attribute (``birthday``, ``club_renews_on``...). ``events`` has ``id, customer_id, type,
-time`` and any other column as an attribute. A row that cannot be used is reported with its file and
-line and skipped; the rest go on.
+``customers`` has one row per customer, ``events`` one per event (a purchase, a complaint); their
+columns are mapped to outreach's fields by :mod:`outreach.sources.mapping` (by name, as declared in
+``[audience.columns]``, or by a preset such as ``format = "shopify"``). A row that cannot be used is
+reported with its file and line and skipped; the rest go on. A file that cannot be used at all (not
+there, not UTF-8 text, another delimiter, a column the mapping needs missing) is a problem
+:meth:`CSVSource.check` names before anything is planned.
 
 An empty customer cell is an empty string. An empty event cell is left out, so a template that
 needs it (an apology's ``what_happened``) fails for that message instead of sending a hollow text.
@@ -16,22 +17,19 @@ import codecs
 import csv
 import re
 from datetime import datetime
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from outreach import hookimpl
-from outreach.audience import Customer, Event, Report, RowProblem, Source
+from outreach.audience import (Customer, Event, Report, RowProblem, Source, SourceDescription,
+                               SourceProblem)
 from outreach.settings import Setting
-
-_YES = {"yes", "y", "true", "1", "opt-in", "opted-in"}
-_NO = {"no", "n", "false", "0", "", "opt-out", "opted-out"}
-_STANDARD = ("id", "first_name", "last_name", "email", "phone", "timezone", "locale", "tags")
-_EVENT_STANDARD = ("id", "customer_id", "type", "time")
-
+from outreach.sources.mapping import (MAPPING_SETTINGS, CustomerReader, EventReader, columns_of,
+                                      describe, email_index, from_settings)
 
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_OTHER_DELIMITERS = (";", "\t", "|", ",")
 
 
 def _is_utf8(path: Path) -> bool:
@@ -47,48 +45,40 @@ def _is_utf8(path: Path) -> bool:
     return True
 
 
-def _row_parser(columns: list[int | None], extra: list[tuple[str, int]]):
-    """A function from a row to (its standard cells, stripped, in _STANDARD order; its attributes).
-
-    Generated for the file's header (as namedtuple does), so a row costs one call of straight-line
-    code rather than a loop per cell. Every other column is an attribute, an empty cell an empty
-    string: a filter such as customer.tier != 'gold' must see the customer without a tier.
-    """
-    cells = ", ".join("''" if i is None else f"row[{int(i)}].strip()" for i in columns)
-    attrs = ", ".join(f"{name!r}: row[{int(i)}].strip()" for name, i in extra)
-    namespace: dict[str, Any] = {}
-    exec(f"def parse(row):\n    return ({cells}), {{{attrs}}}\n", namespace)  # noqa: S102
-    return namespace["parse"]
-
-
-def _consent(channels: list[str], cells: tuple[str, ...]) -> frozenset[str] | str:
-    """The consents a row's ``consent_*`` cells give, or the problem with them (a string)."""
-    consent = set()
-    bad = None
-    for channel, raw in zip(channels, cells):
-        value = raw.strip().lower()
-        if value in _YES:
-            consent.add(channel)
-        elif value not in _NO:
-            bad = f"consent_{channel} is {raw!r}; expected yes or no"
-    return bad if bad else frozenset(consent)
+def _not_text(start: bytes) -> str | None:
+    """Why a file that begins with ``start`` is not UTF-8 text, or None. Only the header line
+    is judged: a later row that is not UTF-8 is reported and skipped like any bad row."""
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "is UTF-16 (or another encoding that is not UTF-8); save it as UTF-8 CSV"
+    first = start.split(b"\n", 1)[0]
+    if b"\x00" in first:
+        return "is UTF-16 (or another encoding that is not UTF-8); save it as UTF-8 CSV"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(first, final=False)
+    except UnicodeDecodeError:
+        return "has a header that is not UTF-8 text; save it as UTF-8 CSV"
+    return None
 
 
 class CSVSource(Source):
-    """Customers and events from CSV files (UTF-8, header row)."""
+    """Customers and events from CSV files (UTF-8, header row), mapped by ``[audience.columns]``."""
 
     type_name = "csv"
     settings: ClassVar[Mapping[str, Setting]] = {
         "customers": Setting("path", required=True, help="CSV file of customers"),
         "events": Setting("path", help="CSV file of events (purchases, complaints...)"),
         "delimiter": Setting("str", default=",", help="column separator"),
+        **MAPPING_SETTINGS,
     }
 
     def __init__(self, settings: Mapping[str, Any], root: Path, timezone: str) -> None:
         super().__init__(settings, root, timezone)
-        self._zones: dict[str, bool] = {}
+        self.config.setdefault("delimiter", ",")
         self._clean: dict[str, bool] = {}
         self._tz = ZoneInfo(timezone) if timezone else ZoneInfo("UTC")
+        self.mapping, self._mapping_problems = from_settings(self.config)
+        self._event_reader: EventReader | None = None
+        self._email_ids: dict[str, str] | None = None
 
     def count_hint(self) -> int | None:
         """The customers file's lines less its header: exact unless cells hold line breaks.
@@ -109,14 +99,17 @@ class CSVSource(Source):
         return max(0, lines - 1)
 
     # ------------------------------------------------------------------ helpers
+    def _shown(self, key: str) -> str:
+        """A file as the user wrote it: relative to the project when inside it."""
+        path = Path(self.config[key])
+        return str(path.relative_to(self.root) if path.is_relative_to(self.root) else path)
+
     def _open(self, key: str):
         path = Path(self.config[key])
-        # Problems name the file as the user wrote it: relative to the project when inside it.
-        shown = path.relative_to(self.root) if path.is_relative_to(self.root) else path
         # Bytes that are not UTF-8 become lone surrogates, so one bad row is reported and skipped
         # instead of ending the run; _records checks rows for them only when the file has any.
         self._clean[key] = _is_utf8(path)
-        return shown, path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+        return self._shown(key), path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
 
     def _records(self, key: str, reader, shown: str, report: Report) -> Iterator[tuple[int, list[str]]]:
         """(line where the record starts, cells) for each readable record after the header.
@@ -152,109 +145,107 @@ class CSVSource(Source):
         try:
             # Not _open: the header needs no scan of the whole file for bytes that are not UTF-8.
             fh = Path(self.config[key]).open(newline="", encoding="utf-8-sig", errors="surrogateescape")
-        except OSError:
+        except (OSError, ValueError):
             return None
         with fh:
-            row = next(csv.reader(fh, delimiter=self.config["delimiter"]), None)
+            try:
+                row = next(csv.reader(fh, delimiter=self.config["delimiter"]), None)
+            except csv.Error:
+                return None
         return [c.strip() for c in row] if row else None
 
-    def check(self) -> list[tuple[str, str]]:
-        problems = []
-        for key, required in (("customers", ("id",)), ("events", _EVENT_STANDARD)):
+    def _file_problem(self, key: str) -> str | None:
+        """Why a file cannot be read as CSV at all: missing, empty, not UTF-8 text."""
+        path = Path(self.config[key])
+        try:
+            if not path.is_file():
+                return f"file {self._shown(key)} does not exist"
+            with path.open("rb") as fh:
+                start = fh.read(4096)
+        except (OSError, ValueError) as exc:
+            return f"file {self._shown(key)} cannot be read: {exc}"
+        if not start.strip():
+            return f"{self._shown(key)} is empty (expected a header row)"
+        why = _not_text(start)
+        return f"{self._shown(key)} {why}" if why else None
+
+    def _delimiter_hint(self, header: list[str]) -> str:
+        """When a header is one cell holding another separator: say which, and the setting."""
+        if len(header) != 1:
+            return ""
+        ours = self.config["delimiter"]
+        for other in _OTHER_DELIMITERS:
+            if other != ours and other in header[0]:
+                shown = "\\t" if other == "\t" else other
+                return f"; it seems to use {shown!r} between columns: set delimiter = \"{shown}\""
+        return ""
+
+    def _customer_reader(self) -> CustomerReader | None:
+        header = self._header("customers")
+        if header is None:
+            return None
+        return CustomerReader(self.mapping, header, self._shown("customers"), self.dates)
+
+    def _bound_event_reader(self) -> EventReader | None:
+        header = self._header("events")
+        if header is None:
+            return None
+        return EventReader(self.mapping, header, self._shown("events"), self._tz)
+
+    def check(self) -> list[SourceProblem]:
+        problems = list(self._mapping_problems)
+        if len(self.config.get("delimiter") or "") != 1:
+            problems.append(SourceProblem("audience.delimiter", "expected one character"))
+            return problems
+        for key in ("customers", "events"):
+            role = key
             if not self.config.get(key):
                 continue
-            path = Path(self.config[key])
-            if not path.is_file():
-                problems.append((f"audience.{key}", f"file {path} does not exist"))
+            why = self._file_problem(key)
+            if why:
+                problems.append(SourceProblem(f"audience.{key}", why, role))
                 continue
             header = self._header(key) or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                problems.append((f"audience.{key}", f"{path} lacks the column(s) {', '.join(missing)}"))
+            if key == "customers":
+                bound: Any = CustomerReader(self.mapping, header, self._shown(key), self.dates)
+            else:
+                bound = EventReader(self.mapping, header, self._shown(key), self._tz)
+            hint = self._delimiter_hint(header)
+            for problem in bound.problems:
+                problems.append(problem._replace(message=problem.message + hint))
         return problems
 
-    def columns(self) -> tuple[set[str] | None, set[str] | None]:
-        customer = self._header("customers")
-        event = self._header("events")
-        std_c = {"name", "consent", *_STANDARD}
-        cust = None if customer is None else {c for c in customer if not c.startswith("consent_")} | std_c
-        ev = set(_EVENT_STANDARD) if event is None else set(event) | set(_EVENT_STANDARD)
-        return cust, ev
+    def describe(self) -> SourceDescription:
+        return describe({key: (self._shown(key) if self.config.get(key) else "", reader)
+                         for key, reader in (("customers", self._customer_reader()),
+                                             ("events", self._bound_event_reader()))})
 
-    def _valid_zone(self, name: str) -> bool:
-        known = self._zones.get(name)
-        if known is None:
-            try:
-                ZoneInfo(name)
-                known = True
-            except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder: OSError
-                known = False
-            self._zones[name] = known
-        return known
+    def consents(self) -> set[str] | None:
+        reader = self._customer_reader()
+        return None if reader is None else set(reader.binding.consents)
+
+    def columns(self) -> tuple[set[str] | None, set[str] | None]:
+        return columns_of(self._customer_reader(), self._bound_event_reader())
 
     # ------------------------------------------------------------------ customers
     def customers(self, report: Report) -> Iterator[Customer]:
         path, fh = self._open("customers")
         with fh:
             reader = csv.reader(fh, delimiter=self.config["delimiter"])
-            header = [c.strip() for c in next(reader, [])]
-            if "id" not in header:
-                report(RowProblem(str(path), 1, "the header has no id column"))
+            header = next(reader, [])
+            bound = CustomerReader(self.mapping, header, path, self.dates)
+            if bound.problems:
+                report(RowProblem(path, 1, bound.problems[0].message))
                 return
-            index = {name: i for i, name in enumerate(header)}
-            consent_cols = [(name[len("consent_"):], i) for name, i in index.items()
-                            if name.startswith("consent_")]
-            std = {name: index.get(name) for name in _STANDARD}
-            extra = [(name, i) for name, i in index.items()
-                     if name not in _STANDARD and not name.startswith("consent_")]
-            width = len(header)
-            # The hot loop of a million-customer run: columns are picked by precomputed indexes,
-            # and the few distinct consent and tag cells are parsed once each, not once per row
-            # (consent cells that cannot be used are parsed again for each row they are reported on).
-            parse = _row_parser([std[name] for name in _STANDARD], extra)
-            consent_idx = [i for _, i in consent_cols]
-            consent_names = [channel for channel, _ in consent_cols]
-            consent_pick = (itemgetter(*consent_idx) if len(consent_idx) > 1 else
-                            (lambda r, _i=consent_idx[0]: (r[_i],)) if consent_idx else (lambda r: ()))
-            consent_of: dict[tuple[str, ...], frozenset[str]] = {}  # usable cells only
-            tags_of: dict[str, tuple[str, ...]] = {}
-            shown = str(path)
-            for line, row in self._records("customers", reader, shown, report):
-                if len(row) != width:
-                    if not row or (len(row) == 1 and not row[0].strip()):
-                        continue
-                    report(RowProblem(shown, line, f"expected {width} columns, found {len(row)}"))
-                    continue
-                (cid, first, last, email, phone, tz, locale, tags), attributes = parse(row)
-                if not cid:
-                    if width == 1 and not row[0].strip():
-                        continue
-                    report(RowProblem(shown, line, "id is empty"))
-                    continue
-                if tz and not self._valid_zone(tz):
-                    report(RowProblem(shown, line, f"timezone {tz!r} is not an IANA time zone "
-                                                   "(such as Europe/London)"))
-                    continue
-                cells = consent_pick(row)
-                consent = consent_of.get(cells)
-                if consent is None:
-                    found = _consent(consent_names, cells)
-                    if isinstance(found, str):
-                        report(RowProblem(shown, line, found))
-                        continue
-                    if len(consent_of) > 10_000:
-                        consent_of.clear()
-                    consent = consent_of[cells] = found
-                if tags:
-                    tag_tuple = tags_of.get(tags)
-                    if tag_tuple is None:
-                        tag_tuple = tags_of[tags] = tuple(t.strip() for t in tags.split(";") if t.strip())
-                        if len(tags_of) > 10_000:
-                            tags_of.clear()
-                else:
-                    tag_tuple = ()
-                yield Customer(cid, first, last, email or None, phone or None, tz, locale or "en",
-                               consent, tag_tuple, attributes)
+            read, issues = bound.read, bound.issues
+            for line, row in self._records("customers", reader, path, report):
+                customer = read(row)
+                if issues:
+                    for message in issues:
+                        report(RowProblem(path, line, message))
+                    issues.clear()
+                if customer is not None:
+                    yield customer
 
     # ------------------------------------------------------------------ events
     def events(self, types: frozenset[str], since: datetime | None, report: Report) -> Iterator[Event]:
@@ -272,46 +263,39 @@ class CSVSource(Source):
         path, fh = self._open("events")
         with fh:
             reader = csv.reader(fh, delimiter=self.config["delimiter"])
-            header = [c.strip() for c in next(reader, [])]
-            missing = [c for c in _EVENT_STANDARD if c not in header]
-            if missing:
-                report(RowProblem(str(path), 1, f"the header lacks {', '.join(missing)}"))
+            header = next(reader, [])
+            bound = self._event_reader = EventReader(self.mapping, header, path, self._tz)
+            if bound.problems:
+                report(RowProblem(path, 1, bound.problems[0].message))
                 return
-            i_id, i_cust, i_type, i_time = (header.index(c) for c in _EVENT_STANDARD)
-            self._event_extra = [(name, i) for i, name in enumerate(header)
-                                 if name not in _EVENT_STANDARD]
-            width = len(header)
-            tz = self._tz
-            parse_time = datetime.fromisoformat
-            shown = str(path)
-            for line, row in self._records("events", reader, shown, report):
-                if len(row) != width:
-                    if not row or (len(row) == 1 and not row[0].strip()):
-                        continue
-                    report(RowProblem(shown, line, f"expected {width} columns, found {len(row)}"))
+            by_email = self.mapping.event_customer == "email"
+            ids = self._emails() if by_email else None
+
+            def problem(line: int, message: str) -> None:
+                report(RowProblem(path, line, message))
+
+            records = self._records("events", reader, path, report)
+            for event in bound.rows(records, types, problem):
+                if since is not None and event.time < since:
                     continue
-                etype = row[i_type].strip()
-                if types and etype not in types:
-                    continue
-                eid, cid = row[i_id].strip(), row[i_cust].strip()
-                if not eid or not cid:
-                    report(RowProblem(shown, line, "id and customer_id must not be empty"))
-                    continue
-                try:
-                    when = parse_time(row[i_time].strip())
-                except ValueError:
-                    report(RowProblem(shown, line, f"time {row[i_time]!r} is not an ISO 8601 time "
-                                                   "such as 2026-11-20T14:30:00+04:00"))
-                    continue
-                if when.tzinfo is None:
-                    when = when.replace(tzinfo=tz)
-                if since is not None and when < since:
-                    continue
-                yield eid, cid, etype, when, row
+                cid = event.customer_id
+                if ids is not None:
+                    cid = ids.get(cid.lower(), "")
+                    if not cid:
+                        continue  # a guest's order: no customer to write to
+                yield event.id, cid, event.type, event.time, event.cells
 
     def event_attributes(self, row: list[str]) -> dict[str, Any]:
         """The attributes of an event row from :meth:`event_rows` (empty cells left out)."""
-        return {name: row[i].strip() for name, i in self._event_extra if row[i].strip()}
+        assert self._event_reader is not None
+        return self._event_reader.attributes(row)
+
+    def _emails(self) -> dict[str, str]:
+        """Email (lower case) → customer id, for events that name their customer by email
+        (Shopify's orders). Read once per source, from the customers file."""
+        if self._email_ids is None:
+            self._email_ids = email_index(self.customers(lambda p: None))
+        return self._email_ids
 
 
 @hookimpl

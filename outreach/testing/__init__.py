@@ -9,6 +9,10 @@ provider means them, one delivery per message of a batch::
 
     from outreach.testing import FakeProvider, Reply, check_channel, load_spec, sample_message
 
+An audience source is checked the same way: :func:`check_source` hands it :class:`SourceData`
+to store and proves it streams, filters, reads incrementally and looks customers up by id as the
+core relies on.
+
 :class:`Project` builds a throwaway project (deployment, campaign files, customers, events) and runs
 it in-process or through the real ``outreach`` command, for end-to-end tests of a plugin.
 
@@ -19,6 +23,7 @@ from outreach.testing.project import CLIResult, Project
 from outreach.testing.contract import (ContractReport, check_channel, closed_port_url,
                                        sample_content, sample_message)
 from outreach.testing.server import FakeProvider, Hold, RecordedRequest, Reply, load_spec
+from outreach.testing.source_contract import SourceData, check_source, sample_data
 
 __all__ = [
     "CLIResult",
@@ -33,4 +38,7 @@ __all__ = [
     "load_spec",
     "sample_content",
     "sample_message",
+    "SourceData",
+    "check_source",
+    "sample_data",
 ]
