@@ -122,6 +122,28 @@ def test_root_channel_example_registers_and_sends(outreach_project):
     assert report.campaigns["thanks"].sent == 1
 
 
+CHANNEL = '[channels.email]\nplugin = "outbox-email"\n'
+
+
+def test_root_audience_examples_validate(tmp_path):
+    both = block("README.md", "[audience]                         # CSV")
+    csv, sql = both.split("\n[audience]", 1)
+    project_with(tmp_path, 'timezone = "UTC"\n' + csv + "\n" + CHANNEL)
+    assert validates(tmp_path).source_settings["delimiter"] == ","
+    project_with(tmp_path, 'timezone = "UTC"\n[audience]' + sql + "\n" + CHANNEL)
+    project = load_project(tmp_path / "outreach.toml", get_plugins(),
+                           environ={"SHOP_DB_PASSWORD": "readme-password"})
+    assert project.source_cls.type_name == "sql"
+
+
+def test_root_export_preset_example_validates(tmp_path):
+    preset = block("README.md", '[audience]\nformat = "shopify"')
+    # The example shows the keys a preset adds; the files are the CSV ones above.
+    preset = preset.replace("[audience]\n", '[audience]\ncustomers = "data/customers.csv"\n', 1)
+    project_with(tmp_path, 'timezone = "UTC"\n' + preset + "\n" + CHANNEL)
+    assert validates(tmp_path).source_cls.type_name == "csv"
+
+
 def test_root_rule_example_is_run_by_test_readme():
     assert "def test_the_rule_example_registers_and_sends" in \
         (REPO / "tests" / "test_readme.py").read_text(encoding="utf-8")
@@ -148,7 +170,8 @@ def test_twilio_examples_validate_together(tmp_path):
 
 # ------------------------------------------------------------------------------------ Python
 @pytest.mark.parametrize("readme, starting", [
-    ("README.md", "from outreach.testing import"),
+    ("README.md", "from outreach.testing import FakeProvider"),
+    ("README.md", "from outreach.testing import SourceData"),
     ("plugins/outreach-sendgrid/README.md", "from outreach.settings import Secret"),
     ("plugins/outreach-twilio/README.md", "from outreach_twilio import TwilioSMS"),
 ])
@@ -167,7 +190,9 @@ def test_shell_examples_name_real_commands(readme):
 CHECKED: dict[str, list[str]] = {
     "README.md": ["python3 dev.py demo", 'timezone = "America/Los_Angeles"', 'name = "win-back"',
                   "# pyproject.toml", "# outreach_whatsapp/__init__.py",
-                  "from datetime import timedelta", "from outreach.testing import",
+                  "from datetime import timedelta", "from outreach.testing import FakeProvider",
+                  "from outreach.testing import SourceData", "[audience]                         # CSV",
+                  '[audience]\nformat = "shopify"',
                   "python3 dev.py test", "pip install outreach outreach-sendgrid"],
     "plugins/outreach-sendgrid/README.md": ["pip install outreach-sendgrid", "[channels.email]",
                                             "from outreach.settings import Secret",
