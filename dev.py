@@ -4,6 +4,8 @@
     python3 dev.py demo [ARGS]   # `outreach run` on the bundled demo (ARGS go to outreach)
     python3 dev.py test [ARGS]   # the whole test suite (ARGS go to pytest)
     python3 dev.py outreach ...  # any outreach command in the project's environment
+    python3 dev.py docs [ARGS]   # build the documentation site into site/ (ARGS go to mkdocs)
+    python3 dev.py sync-demo     # copy the demo into outreach/examples/bakery (what `init` ships)
 
 The first call makes a virtual environment in .venv and installs the core and the first-party
 plugins into it (editable, with the test tools); later calls reuse it, and reinstall only when a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,7 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-PACKAGES = [".[test]", "plugins/outreach-sendgrid[test]", "plugins/outreach-twilio[test]"]
+#: The demo at the repository root, which `outreach init` ships as the bakery example.
+DEMO = ("outreach.toml", "campaigns", "data", "templates")
+EXAMPLE = ROOT / "outreach" / "examples" / "bakery"
+PACKAGES = [".[test,postgresql,docs]", "plugins/outreach-sendgrid[test]", "plugins/outreach-twilio[test]"]
 
 
 def _bin(name: str) -> Path:
@@ -55,12 +61,30 @@ def ensure_environment() -> None:
     stamp.write_text(_fingerprint())
 
 
+def sync_demo() -> None:
+    """Make outreach/examples/bakery an exact copy of the demo (tests/test_init.py checks it)."""
+    shutil.rmtree(EXAMPLE, ignore_errors=True)
+    EXAMPLE.mkdir(parents=True)
+    for name in DEMO:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, EXAMPLE / name)
+        else:
+            shutil.copy2(source, EXAMPLE / name)
+    print(f"copied {', '.join(DEMO)} into {EXAMPLE.relative_to(ROOT)}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "outreach"):
+    if not argv or argv[0] not in ("demo", "test", "outreach", "docs", "sync-demo"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    if argv[0] == "sync-demo":
+        sync_demo()
+        return 0
     ensure_environment()
     command, rest = argv[0], argv[1:]
+    if command == "docs":
+        return subprocess.run([str(_bin("mkdocs")), "build", "--strict", *rest], cwd=ROOT).returncode
     if command == "test":
         return subprocess.run([str(_bin("python")), "-m", "pytest", *rest], cwd=ROOT).returncode
     if command == "demo":

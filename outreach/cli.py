@@ -29,6 +29,8 @@ from outreach.policy.addresses import normalize
 from outreach.render import RenderError, render_stored
 from outreach.report import COUNTERS, RunReport
 from outreach.run import check_campaign_names, execute, parse_now
+from outreach import scaffold
+from outreach.scaffold import EXAMPLES, PLUGIN_KINDS
 
 EXIT_INTERNAL = 4
 
@@ -93,6 +95,45 @@ def _progress(enabled: bool):
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Keep in touch with customers by email and SMS, without ever bothering them."""
     ctx.obj = _State(find_config(config))
+
+
+# ---------------------------------------------------------------------------------------- init / new-plugin
+@cli.command()
+@click.argument("directory", required=False, default=".", type=click.Path(path_type=Path))
+@click.option("--example", type=click.Choice(list(EXAMPLES)), default="bakery", show_default=True,
+              help="What to start from: the demo bakery, or a blank project with one campaign.")
+def init(directory: Path, example: str) -> None:
+    """Write a working project into DIRECTORY (default: here): outreach.toml, campaigns, audience.
+
+    Never overwrites: when any of the files exists, nothing is written (exit 2).
+    """
+    written = scaffold.init_project(directory, example)
+    out.print(f"wrote {len(written)} files into {directory}/ ({EXAMPLES[example]})", markup=False)
+    out.print("next:", markup=False)
+    if directory.resolve() != Path.cwd().resolve():
+        out.print(f"  cd {directory}", markup=False)
+    for command, what in (("outreach validate", "check every file"),
+                          ("outreach plan", "who would get what, and why not; sends nothing"),
+                          ("outreach run", "send (into outbox/: no credentials needed)")):
+        out.print(f"  {command:<20} # {what}", markup=False)
+
+
+@cli.command("new-plugin")
+@click.argument("kind", type=click.Choice(list(PLUGIN_KINDS)))
+@click.argument("name")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+def new_plugin(kind: str, name: str, directory: Path | None) -> None:
+    """Write a plugin distribution: a KIND named NAME, in DIRECTORY (default: ./outreach-NAME).
+
+    It has its pyproject.toml with the entry point, a module, and tests (using outreach.testing)
+    that pass as generated. Never overwrites (exit 2).
+    """
+    folder, written = scaffold.new_plugin(kind, name, directory)
+    out.print(f"wrote {len(written)} files into {folder}/", markup=False)
+    out.print("next:", markup=False)
+    out.print(f"  cd {folder}", markup=False)
+    out.print('  pip install -e ".[test]"', markup=False)
+    out.print("  python -m pytest", markup=False)
 
 
 # ---------------------------------------------------------------------------------------- run / plan
@@ -384,16 +425,23 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
                          f"{', '.join(sorted(project.campaigns))})")
     camp = project.campaigns[campaign]
     now = parse_now(now_text, project.tz)
-    variables = sample_variables(camp, project.tz, now)
-    locale = variables["customer"].get("locale", "en")
     if customer_id:
-        customer = project.source().customer(customer_id)
+        from outreach.preview import customer_variables
+
+        audience = project.source()
+        customer = audience.customer(customer_id)
         if customer is None:
             raise UsageError(f"no customer with id {customer_id!r} in the audience")
-        variables["customer"] = customer.template_view()
-        locale = customer.locale
+        found = customer_variables(camp, project, state.plugins, audience, customer, now)
+        variables, note, locale = found.variables, found.note, customer.locale
+    else:
+        variables = sample_variables(camp, project.tz, now, plugins=state.plugins,
+                                     default_locale=project.locale)
+        locale = project.locale
+        note = (f"a sample customer in {project.timezone} speaking {project.locale} "
+                "(--customer ID shows a real one)")
     channels = [channel] if channel else camp.channels
-    result = {}
+    result: dict[str, dict[str, Any]] = {}
     for ch in channels:
         if ch not in camp.templates:
             raise UsageError(f"campaign {campaign!r} has no channel {ch!r} (channels: "
@@ -414,8 +462,10 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
             rendered["_segments"] = f"{seg.segments} ({seg.encoding}, {seg.units} units)"
         result[ch] = {"locale": locale, "fields": rendered, "problems": rendered_problems}
     if as_json:
-        _emit_json({"campaign": campaign, "customer": customer_id or "sample", "channels": result})
+        _emit_json({"campaign": campaign, "customer": customer_id or "sample", "note": note,
+                    "channels": result})
         return
+    err.print(note, markup=False)
     for ch, r in result.items():
         out.rule(f"{campaign} · {ch} · locale {r['locale']}")
         for name, value in r["fields"].items():

@@ -24,6 +24,7 @@ from outreach import templates
 from outreach.audience import Source
 from outreach.channel import Channel
 from outreach.errors import ConfigError, Problem
+from outreach.localise import Placeholder
 from outreach.plugins import Plugins
 from outreach.rule import Rule
 from outreach.settings import Setting, resolve
@@ -146,6 +147,8 @@ class Campaign:
     version: str = ""
     #: Customer fields the templates read (None: all of them).
     customer_fields: set[str] | None = None
+    #: Send at this time of day on each customer's own clock (see :func:`outreach.schedule.next_local_time`).
+    send_at: time | None = None
 
 
 @dataclass
@@ -171,6 +174,8 @@ class Project:
     claim_ttl: timedelta = timedelta(minutes=10)
     #: Set when ``[workers]`` is: ``outreach run`` then plans in shards on the workers.
     workers: WorkersConfig | None = None
+    #: The language of the campaigns' default templates (the sample customer's).
+    locale: str = "en"
 
     def source(self) -> Source:
         """A fresh audience source, told which attributes the campaigns' rules read as dates."""
@@ -181,19 +186,32 @@ class Project:
 
 
 _DEPLOYMENT_KEYS = {
-    "timezone": Setting("str", default="UTC", help="IANA time zone of schedules"),
-    "ledger": Setting("str", default="sqlite:///outreach.db", help="SQLAlchemy URL of the ledger"),
+    "timezone": Setting("str", default="UTC",
+                        help="IANA time zone of cron schedules and of times written without an "
+                             "offset"),
+    "locale": Setting("str", default="en",
+                      help="the language of the campaigns' default templates: the sample "
+                           "customer of `validate` and `preview` speaks it"),
+    "ledger": Setting("str", default="sqlite:///outreach.db",
+                      help="where decisions are recorded: sqlite:///FILE (relative to this file's "
+                           "folder) or postgresql://USER@HOST/DB (needs outreach[postgresql])"),
     "batch_size": Setting("int", default=2000, minimum=1, help="customers per planning batch"),
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
 }
 _TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers")
 _RETRY_KEYS = {
-    "max_attempts": Setting("int", default=5, minimum=1),
-    "attempts_per_run": Setting("int", default=3, minimum=1),
-    "backoff": Setting("duration", default=timedelta(minutes=1)),
-    "max_backoff": Setting("duration", default=timedelta(hours=1)),
-    "max_wait": Setting("duration", default=timedelta(seconds=30)),
+    "max_attempts": Setting("int", default=5, minimum=1,
+                            help="attempts across runs before a transient failure fails for good"),
+    "attempts_per_run": Setting("int", default=3, minimum=1,
+                                help="tries within one run (exponential backoff with jitter)"),
+    "backoff": Setting("duration", default=timedelta(minutes=1),
+                       help="wait before a later run may retry, doubled per attempt"),
+    "max_backoff": Setting("duration", default=timedelta(hours=1),
+                           help="the longest wait between runs' retries"),
+    "max_wait": Setting("duration", default=timedelta(seconds=30),
+                        help="a longer Retry-After defers the message to a later run instead of "
+                             "waiting in this one"),
 }
 _WORKERS_KEYS = {
     "shards": Setting("int", default=8, minimum=1, help="planning shards per run"),
@@ -207,16 +225,40 @@ _CAP_KEYS = {
     "channel": Setting("str", help="limit only this channel"),
 }
 _CAMPAIGN_KEYS = {
-    "name": Setting("str", required=True),
-    "description": Setting("str", default=""),
-    "rule": Setting("str", required=True),
-    "schedule": Setting("str"),
-    "start": Setting("str"),
-    "channels": Setting("list", required=True),
-    "category": Setting("str", choices=CATEGORIES),
-    "priority": Setting("int"),
-    "where": Setting("str"),
+    "name": Setting("str", required=True,
+                    help="unique among the campaigns: letters, digits, - and _"),
+    "description": Setting("str", default="", help="what the campaign is for, for people"),
+    "rule": Setting("str", required=True, help="the registered rule that selects the audience"),
+    "schedule": Setting("str", help="a cron expression in the deployment's time zone; without "
+                                    "one, the campaign is evaluated on every run"),
+    "send_at": Setting("clock", help="send at this time of day on each customer's own clock: the "
+                                     "first such time at or after the occurrence (or, without a "
+                                     "schedule, after the rule selects them)"),
+    "start": Setting("str", help="a date (2026-11-01): occurrences before it are never sent"),
+    "channels": Setting("list", required=True,
+                        help="configured channel names, in order of preference"),
+    "category": Setting("str", choices=CATEGORIES,
+                        help="transactional campaigns are exempt from frequency caps (default: "
+                             "the rule's)"),
+    "priority": Setting("int", help="the higher wins the last slot under a cap (default: the "
+                                    "rule's)"),
+    "where": Setting("str", help="an audience filter: a sandboxed Jinja expression such as "
+                                 "\"'vip' in customer.tags\""),
 }
+
+
+def reference_tables() -> dict[str, Mapping[str, Setting]]:
+    """The keys of ``outreach.toml``'s own tables, by table (``""`` is the top level), and of a
+    campaign file's top level (``campaign``): what the reference documentation is generated from.
+
+    ``[audience]`` and ``[channels.NAME]`` take the registered source's or channel type's settings.
+    """
+    return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
+            "retry": _RETRY_KEYS, "campaign": _CAMPAIGN_KEYS}
+
+
+#: The tables ``outreach.toml`` may hold (anything else at the top level is a key).
+DEPLOYMENT_TABLES = _TABLES
 
 
 def _read_toml(path: Path, problems: list[Problem], shown: str | None = None) -> dict[str, Any] | None:
@@ -268,6 +310,10 @@ def load_project(
                                                f"\"Europe/London\", got {tz_name!r}"))
         tz = ZoneInfo("UTC")
     ledger_url = _ledger_url(base.values.get("ledger") or "sqlite:///outreach.db", root, f, problems)
+    locale = base.values.get("locale") or "en"
+    if not _LOCALE.match(locale):
+        problems.append(Problem(f, "locale", f"expected a language tag such as \"en\" or "
+                                             f"\"hy-AM\", got {locale!r}"))
 
     for name in _TABLES:
         if name in data and not isinstance(data[name], (dict, list)):
@@ -299,7 +345,8 @@ def load_project(
     seen: dict[str, Path] = {}
     for path in files:
         mine: list[Problem] = []
-        campaign = _load_campaign(path, root, plugins, channels, tz, columns, mine, unavailable)
+        campaign = _load_campaign(path, root, plugins, channels, tz, columns, mine, unavailable,
+                                  locale)
         if campaign and campaign.name in seen:
             mine.append(Problem(str(path.relative_to(root)), "name",
                                 f"campaign {campaign.name!r} is already defined in "
@@ -319,7 +366,8 @@ def load_project(
         root=root, file=config_path, timezone=tz_name, tz=tz, ledger_url=ledger_url,
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
-        batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], workers=workers,
+        batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
+        workers=workers,
     )
 
 
@@ -376,7 +424,11 @@ def _load_audience(table: Any, plugins: Plugins, f: str, root: Path,
     return cls, resolved.values
 
 
-_QUIET_KEYS = {"start": Setting("clock", required=True), "end": Setting("clock", required=True)}
+_QUIET_KEYS = {
+    "start": Setting("clock", required=True, help="when the quiet hours begin, on the customer's "
+                                                  "clock"),
+    "end": Setting("clock", required=True, help="when they end (may be after midnight)"),
+}
 
 
 def _load_quiet_hours(table: Any, f: str,
@@ -474,7 +526,8 @@ def _load_caps(table: Any, channels: dict[str, ChannelConfig], f: str,
 
 def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str, ChannelConfig],
                    tz: ZoneInfo, columns: tuple[set[str] | None, set[str] | None],
-                   problems: list[Problem], unavailable: Mapping[str, str]) -> Campaign | None:
+                   problems: list[Problem], unavailable: Mapping[str, str],
+                   locale: str = "en") -> Campaign | None:
     f = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     data = _read_toml(path, problems, f)
     if data is None:
@@ -574,9 +627,11 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
         name=v["name"], file=path, rule_name=v["rule"], rule=rule, channels=list(chosen),
         category=category, priority=priority, templates=tmpl, schedule=schedule, start=start,
         where=where, description=v.get("description") or "", sample=sample,
+        send_at=v.get("send_at"),
     )
     _seal(campaign)
-    _check_sample(campaign, channels, plugins, columns, tz, f, problems)
+    _check_send_at(campaign, channels, f, problems)
+    _check_sample(campaign, channels, plugins, columns, tz, f, problems, locale)
     return None if problems else campaign
 
 
@@ -670,21 +725,46 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _check_send_at(campaign: Campaign, channels: dict[str, ChannelConfig], f: str,
+                   problems: list[Problem]) -> None:
+    """A ``send_at`` inside a channel's quiet hours would always be deferred: say so instead."""
+    if campaign.send_at is None:
+        return
+    for ch in campaign.channels:
+        quiet = channels[ch].quiet_hours if ch in channels else None
+        if quiet is not None and _in_quiet_hours(campaign.send_at, quiet):
+            problems.append(Problem(
+                f, "send_at", f"{campaign.send_at:%H:%M} falls in the quiet hours of channel "
+                              f"{ch!r} ({quiet[0]:%H:%M}–{quiet[1]:%H:%M}), so every message would "
+                              "wait for them to end: choose a time outside them"))
+
+
+def _in_quiet_hours(at: time, quiet: tuple[time, time]) -> bool:
+    from outreach.policy.quiet_hours import quiet_until
+
+    utc = ZoneInfo("UTC")
+    return quiet_until(datetime.combine(datetime(2000, 1, 1).date(), at, tzinfo=utc), *quiet, utc) \
+        is not None
+
+
+#: The sample customer of validate and preview. Its time zone and locale are the deployment's.
 SAMPLE_CUSTOMER: dict[str, str | list[str]] = {
     "id": "sample", "first_name": "Ani", "last_name": "Petrosyan", "email": "ani@example.com",
-    "phone": "+37491234567", "timezone": "Asia/Yerevan", "locale": "hy", "tags": ["vip"],
+    "phone": "+37491234567", "timezone": "UTC", "locale": "en", "tags": ["vip"],
 }
 
 
 def sample_variables(campaign: Campaign, tz: ZoneInfo, now: datetime | None = None,
                      locale: str | None = None,
                      columns: tuple[set[str] | None, set[str] | None] = (None, None),
-                     plugins: Plugins | None = None) -> dict[str, Any]:
-    """Variables for a sample render: a sample customer (overridable with ``[sample.customer]``),
-    the rule's own sample variables (``[sample.event]`` for event attributes), any other table of
-    ``[sample]``, and what plugins add through ``outreach_template_context``."""
+                     plugins: Plugins | None = None, default_locale: str = "en") -> dict[str, Any]:
+    """Variables for a sample render: a sample customer in the deployment's time zone speaking
+    ``default_locale`` (or ``locale``, for a locale's templates; ``[sample.customer]`` overrides
+    any field), the rule's own sample variables (``[sample.event]`` for event attributes), any
+    other table of ``[sample]``, and what plugins add through ``outreach_template_context``."""
     now = now or datetime.now(tz)
-    customer: dict[str, Any] = dict(SAMPLE_CUSTOMER)  # [sample.customer] may set any TOML value
+    customer: dict[str, Any] = {**SAMPLE_CUSTOMER, "timezone": tz.key, "locale": default_locale}
+    # [sample.customer] may set any TOML value
     customer.update(campaign.sample.get("customer", {}) if isinstance(campaign.sample.get("customer"),
                                                                           dict) else {})
     if locale:
@@ -723,24 +803,24 @@ class SampleRecord(dict):
             return self[name]
         if name.startswith("_") or (self._known is not None and name not in self._known):
             raise AttributeError(name)
-        return f"<{name}>"
+        return Placeholder(f"<{name}>")
 
     def __missing__(self, key: str) -> Any:
         if self._known is not None and key not in self._known:
             raise KeyError(key)
-        return f"<{key}>"
+        return Placeholder(f"<{key}>")
 
 
 def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig], plugins: Plugins,
                   columns: tuple[set[str] | None, set[str] | None],
-                  tz: ZoneInfo, f: str, problems: list[Problem]) -> None:
+                  tz: ZoneInfo, f: str, problems: list[Problem], default_locale: str = "en") -> None:
     """Render every template variant against a sample customer; report what fails."""
     for ch, tmpl in campaign.templates.items():
         channel = channels[ch].create()
         for locale in [None, *tmpl.locales]:
             fields = tmpl.for_locale(locale or "")
             variables = sample_variables(campaign, tz, locale=locale, columns=columns,
-                                         plugins=plugins)
+                                         plugins=plugins, default_locale=default_locale)
             rendered = {}
             for field_name, source in fields.items():
                 try:

@@ -295,7 +295,7 @@ class Ledger:
                 self.engine = _sqlite_engine(self.url, immediate=True)
                 self.reader = _sqlite_engine(self.url, immediate=False)
             else:
-                self.engine = create_engine(self.url, pool_pre_ping=True, future=True)
+                self.engine = _postgresql_engine(self.url)
                 self.reader = self.engine
             self._create_schema()
         except SQLAlchemyError as exc:
@@ -1114,6 +1114,16 @@ def _migrate(conn) -> None:
         "WHERE x.indrelid = 'messages'::regclass AND i.relname = 'ix_messages_due'")).scalar()
     if schema is not None:
         conn.execute(text(f'DROP INDEX IF EXISTS "{schema}".ix_messages_due'))
+
+
+def _postgresql_engine(url: str) -> Engine:
+    """An engine for a PostgreSQL ledger; its driver is an extra that SQLite users do without."""
+    try:
+        import psycopg  # noqa: F401 - only to say which extra is missing
+    except ImportError:
+        raise OutreachError(f"the ledger {_safe_url(url)} is PostgreSQL, and its driver (psycopg) "
+                            "is not installed: pip install 'outreach[postgresql]'") from None
+    return create_engine(url, pool_pre_ping=True, future=True)
 
 
 def _add_stopped_by(conn) -> None:

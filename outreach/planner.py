@@ -31,6 +31,7 @@ from outreach.policy.addresses import normalize, raw_address
 from outreach.recheck import ConsentRecheck
 from outreach.report import CampaignReport, RunReport
 from outreach.rule import Candidate, SelectContext
+from outreach.schedule import at_send_time
 from outreach.schedule import due as due_at
 from outreach.shard import Shard
 from outreach.sources.csv_source import CSVSource
@@ -354,6 +355,8 @@ class Planner:
                 groups = [(c, xs) for c, xs in groups if c is not campaign]
                 continue
             if found:
+                if campaign.send_at is not None:
+                    at_send_time(found, campaign.send_at, occurrence or self.now, self.project.tz)
                 groups.append((campaign, found))
         if not groups:
             return

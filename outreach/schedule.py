@@ -10,12 +10,17 @@ is considered, so a crash can neither skip nor double an occurrence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Sequence
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
 from outreach.ledger import epoch, from_epoch
+from outreach.rule import customer_zone
+
+if TYPE_CHECKING:
+    from outreach.rule import Candidate
 
 
 @dataclass(frozen=True)
@@ -100,4 +105,46 @@ def due(schedule: str | None, start: datetime | None, state: tuple[int | None, i
     return Due(False, note=f"next occurrence {next_fire(schedule, now, tz).isoformat()}")
 
 
-__all__ = ["Due", "due", "latest_fire", "next_fire", "epoch"]
+def at_local_time(day: date, clock: time, zone: tzinfo) -> datetime:
+    """``clock`` on ``day`` on a clock in ``zone``, as quiet hours read a wall time: a time that
+    happens twice (clocks fall back) is the first, one that never happens (they spring forward
+    past it) is the moment of the jump."""
+    from outreach.policy.quiet_hours import first_instant
+
+    return first_instant(datetime.combine(day, clock, tzinfo=zone)).astimezone(zone)
+
+
+def next_local_time(clock: time, after: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant at or after ``after`` when a clock in ``zone`` shows ``clock``.
+
+    What ``send_at`` gives each message of a campaign: a weekly newsletter whose occurrence fires
+    on Sunday at 18:00 UTC with ``send_at = "09:00"`` reaches Yerevan at 09:00 on Monday their
+    time and Los Angeles at 09:00 on Monday theirs.
+    """
+    day = after.astimezone(zone).date()
+    for offset in range(3):  # today or tomorrow; a day skipped whole (Samoa, 2011) needs a third
+        at = at_local_time(day + timedelta(days=offset), clock, zone)
+        if at >= after:
+            return at
+    return at
+
+
+def at_send_time(cands: Sequence["Candidate"], clock: time, base: datetime, tz: ZoneInfo) -> None:
+    """A campaign's ``send_at``: each candidate leaves at ``clock`` on its customer's own clock,
+    the first time it shows that at or after ``base`` (the occurrence, or now for a campaign
+    without a schedule) or after the rule's own ``not_before``, if later. Dedupe keys are the
+    rule's and do not change; quiet hours and caps then see this send time."""
+    by_zone: dict[str, datetime] = {}
+    for cand in cands:
+        customer = cand.customer
+        if cand.not_before is not None and cand.not_before > base:
+            cand.not_before = next_local_time(clock, cand.not_before, customer_zone(customer, tz))
+            continue
+        at = by_zone.get(customer.timezone)
+        if at is None:
+            at = by_zone[customer.timezone] = next_local_time(clock, base, customer_zone(customer, tz))
+        cand.not_before = at
+
+
+__all__ = ["Due", "at_local_time", "at_send_time", "due", "epoch", "latest_fire", "next_fire",
+           "next_local_time"]

@@ -24,6 +24,8 @@ from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from outreach.localise import FILTERS as LOCALISED_FILTERS
+
 #: Fields whose templates produce HTML, rendered with autoescaping on.
 HTML_FIELDS = frozenset({"html"})
 
@@ -90,6 +92,14 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("outrea
 _LOOP_GUARD = "outreach_bounded_loop"
 
 
+def extend_deadline(seconds: float) -> None:
+    """Give the render in progress ``seconds`` more: what loading Babel's locale data took, once
+    per process, is not the template's doing and must not fail its message."""
+    deadline = _DEADLINE.get()
+    if deadline is not None:
+        _DEADLINE.set(deadline + seconds)
+
+
 def _bounded(value: Any) -> Iterator[Any]:
     """Iterate ``value``, ending the render with a SecurityError once its time is up.
 
@@ -99,12 +109,11 @@ def _bounded(value: Any) -> Iterator[Any]:
     so each turn checks the clock (about 0.1 µs); a loop outside :func:`render` gets
     :data:`MAX_SECONDS` of its own.
     """
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        deadline = time.monotonic() + MAX_SECONDS
-    clock = time.monotonic
+    # Inside render() the deadline is read on every turn (it may be extended: extend_deadline).
+    alone = None if _DEADLINE.get() is not None else time.monotonic() + MAX_SECONDS
+    clock, current = time.monotonic, _DEADLINE.get
     for item in value:
-        if clock() > deadline:
+        if clock() > (alone or current() or 0.0):
             raise SecurityError(f"a loop in the template ran longer than {MAX_SECONDS:g} s")
         yield item
 
@@ -129,6 +138,7 @@ def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
     env.loader = None
     _cap_filters(env)
     env.filters[_LOOP_GUARD] = _bounded
+    env.filters.update(LOCALISED_FILTERS)
     return env
 
 
@@ -192,7 +202,7 @@ def render(field: str, source: str, variables: Mapping[str, Any]) -> str:
             size += len(piece)
             if size > MAX_OUTPUT:
                 raise SecurityError(f"the rendered {field} is longer than {MAX_OUTPUT:,} characters")
-            if time.monotonic() > deadline:
+            if time.monotonic() > (_DEADLINE.get() or deadline):
                 raise SecurityError(f"rendering {field} took longer than {MAX_SECONDS:g} s")
             parts.append(piece)
     finally:
@@ -234,6 +244,9 @@ def referenced_fields(sources: Iterable[str], name: str = "customer") -> set[str
         used = _walk(tree, name, found)
         if used is None:
             return None
+        if name == "customer" and any(f.name in LOCALISED_FILTERS for f in tree.find_all(nodes.Filter)):
+            # The localised filters read the customer's locale and time zone when rendered.
+            found.update(("locale", "timezone"))
     return found
 
 

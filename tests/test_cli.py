@@ -123,7 +123,7 @@ def test_missing_config_file(tmp_path, sqlite_project):
 def test_preview_and_history(shop):
     sample = shop.cli("preview", "news", "--json")
     assert sample.code == 0, sample.stderr
-    assert sample.json()["channels"]["email"]["fields"]["subject"] == "Թարմ գաթա, Ani"
+    assert sample.json()["channels"]["email"]["fields"]["subject"] == "From the oven, Ani"
     juan = shop.cli("preview", "news", "--customer", "c2", "--channel", "sms", "--json").json()
     assert juan["channels"]["sms"]["fields"]["body"] == "Fresh gata on Friday, Juan!"
     assert juan["channels"]["sms"]["fields"]["_segments"].startswith("1 (GSM-7")

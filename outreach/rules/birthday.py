@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from outreach import hookimpl
 from outreach.audience import Profile
 from outreach.rule import Candidate, Rule, SelectContext
+from outreach.schedule import at_local_time
 from outreach.settings import Setting
 
 _BIRTHDAY = re.compile(r"^(?:(\d{4})|-)-(\d{2})-(\d{2})$")
@@ -76,7 +77,7 @@ class Birthday(Rule):
             if (today.month, today.day) != (month, day):
                 continue
             age = today.year - year if year else None
-            send_at = datetime.combine(today, self.config["at"], tzinfo=local.tzinfo)
+            send_at = at_local_time(today, self.config["at"], local.tzinfo or ctx.tz)
             yield Candidate(f"{self.campaign}:{p.customer.id}:{today.year}", p.customer, {"age": age},
                             not_before=send_at if send_at > ctx.now else None)
 

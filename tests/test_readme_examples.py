@@ -1,0 +1,213 @@
+"""Every example in every README runs: each fenced block is claimed by one check below, and a new
+block that none claims fails `test_every_example_is_checked`."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+
+from outreach.config import load_project
+from outreach.plugins import get_plugins
+
+REPO = Path(__file__).resolve().parents[1]
+READMES = ["README.md", "plugins/outreach-sendgrid/README.md", "plugins/outreach-twilio/README.md"]
+SECRETS = {"SENDGRID_API_KEY": "SG.readme-example-key", "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+           "TWILIO_AUTH_TOKEN": "readme-token", "SHOP_TWILIO_SID": "AC" + "1" * 32,
+           "SHOP_TWILIO_TOKEN": "readme-token-2", "WHATSAPP_TOKEN": "wa-readme-token"}
+
+
+def blocks(readme: str) -> list[tuple[str, str]]:
+    """(language, code) of every fenced block."""
+    text = (REPO / readme).read_text(encoding="utf-8")
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
+
+
+def block(readme: str, starting: str) -> str:
+    [code] = [c for _, c in blocks(readme) if c.lstrip().startswith(starting)]
+    return code
+
+
+# ------------------------------------------------------------------------------------ shell lines
+def _outreach_commands() -> set[str]:
+    from outreach.cli import cli
+
+    return set(cli.commands)
+
+
+def check_shell(code: str) -> None:
+    """Each line runs a command that exists, with paths and distributions that exist."""
+    dev = (REPO / "dev.py").read_text(encoding="utf-8")
+    for raw in code.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        for part in filter(None, (p.strip() for p in line.split("&&"))):
+            words = shlex.split(part)
+            if words[:2] == ["python3", "dev.py"]:
+                assert f'"{words[2]}"' in dev, f"dev.py has no command {words[2]!r}: {raw}"
+            elif words[0] == "outreach":
+                assert words[1] in _outreach_commands(), f"no command outreach {words[1]}: {raw}"
+            elif words[:2] == ["pip", "install"]:
+                for target in words[2:]:
+                    if target == "-e":
+                        continue
+                    name = target.split("[")[0]
+                    if "/" in name or name == ".":
+                        assert (REPO / name / "pyproject.toml").exists(), raw
+                    else:
+                        assert name in ("outreach", "outreach-sendgrid", "outreach-twilio"), raw
+            elif words[0] in ("pytest", "python") and "pytest" in words:
+                for path in (w for w in words if "/" in w):
+                    assert (REPO / path).exists(), raw
+            elif words[0] in ("export", "cd"):
+                continue
+            else:
+                raise AssertionError(f"no check for this README command: {raw}")
+
+
+# ------------------------------------------------------------------------------------ TOML
+def project_with(tmp_path: Path, deployment: str, campaigns: dict[str, str] | None = None) -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "customers.csv").write_text(
+        "id,first_name,email,phone,consent_email,consent_sms,last_purchase\n", encoding="utf-8")
+    (tmp_path / "data" / "events.csv").write_text("id,customer_id,type,time\n", encoding="utf-8")
+    (tmp_path / "outreach.toml").write_text(deployment, encoding="utf-8")
+    (tmp_path / "campaigns").mkdir(exist_ok=True)
+    for name, text in (campaigns or {}).items():
+        (tmp_path / "campaigns" / f"{name}.toml").write_text(text, encoding="utf-8")
+
+
+def validates(tmp_path: Path, plugins=None):
+    return load_project(tmp_path / "outreach.toml", plugins or get_plugins(), environ=SECRETS)
+
+
+def test_root_deployment_reference_validates(tmp_path):
+    project_with(tmp_path, block("README.md", 'timezone = "America/Los_Angeles"'))
+    project = validates(tmp_path)
+    assert set(project.channels) == {"email", "sms"} and len(project.caps) == 2
+
+
+def test_root_campaign_reference_validates_in_the_bakery(tmp_path):
+    subprocess.run([sys.executable, "-m", "outreach", "init", "shop"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    shop = tmp_path / "shop"
+    (shop / "campaigns" / "win-back.toml").write_text(block("README.md", 'name = "win-back"'),
+                                                      encoding="utf-8")
+    campaign = load_project(shop / "outreach.toml", get_plugins()).campaigns["win-back"]
+    assert campaign.send_at is not None and campaign.where
+
+
+def test_root_channel_example_registers_and_sends(outreach_project):
+    entry = tomllib.loads(block("README.md", "# pyproject.toml"))
+    assert entry["project"]["entry-points"]["outreach"] == {"whatsapp": "outreach_whatsapp"}
+    plugin = types.ModuleType("outreach_whatsapp")
+    exec(block("README.md", "# outreach_whatsapp/__init__.py"), plugin.__dict__)
+    p = outreach_project
+    p.environ["WHATSAPP_TOKEN"] = SECRETS["WHATSAPP_TOKEN"]
+    p.configure(channels='[channels.wa]\nplugin = "whatsapp"\nconsent = "sms"\n')
+    p.customers("c1,Ani,P,,+37491234567,Asia/Yerevan,hy,no,yes,")
+    p.events("e1,c1,purchase,2026-11-24T09:00:00-08:00")
+    p.campaign("thanks", '''
+        rule = "thank_you"
+        channels = ["wa"]
+        [wa]
+        body = "Thank you, {{ customer.first_name }}"
+    ''')
+    report = p.run("2026-11-24T10:00", plugins=get_plugins(extra=[plugin]))
+    assert report.campaigns["thanks"].sent == 1
+
+
+CHANNEL = '[channels.email]\nplugin = "outbox-email"\n'
+
+
+def test_root_audience_examples_validate(tmp_path):
+    both = block("README.md", "[audience]                         # CSV")
+    csv, sql = both.split("\n[audience]", 1)
+    project_with(tmp_path, 'timezone = "UTC"\n' + csv + "\n" + CHANNEL)
+    assert validates(tmp_path).source_settings["delimiter"] == ","
+    project_with(tmp_path, 'timezone = "UTC"\n[audience]' + sql + "\n" + CHANNEL)
+    project = load_project(tmp_path / "outreach.toml", get_plugins(),
+                           environ={"SHOP_DB_PASSWORD": "readme-password"})
+    assert project.source_cls.type_name == "sql"
+
+
+def test_root_export_preset_example_validates(tmp_path):
+    preset = block("README.md", '[audience]\nformat = "shopify"')
+    # The example shows the keys a preset adds; the files are the CSV ones above.
+    preset = preset.replace("[audience]\n", '[audience]\ncustomers = "data/customers.csv"\n', 1)
+    project_with(tmp_path, 'timezone = "UTC"\n' + preset + "\n" + CHANNEL)
+    assert validates(tmp_path).source_cls.type_name == "csv"
+
+
+def test_root_rule_example_is_run_by_test_readme():
+    assert "def test_the_rule_example_registers_and_sends" in \
+        (REPO / "tests" / "test_readme.py").read_text(encoding="utf-8")
+
+
+def test_sendgrid_channel_example_validates(tmp_path):
+    table = block("plugins/outreach-sendgrid/README.md", "[channels.email]")
+    project_with(tmp_path, 'timezone = "UTC"\n[audience]\ncustomers = "data/customers.csv"\n'
+                 + table)
+    assert validates(tmp_path).channels["email"].rate_limit == 50
+
+
+def test_twilio_examples_validate_together(tmp_path):
+    readme = "plugins/outreach-twilio/README.md"
+    entry = tomllib.loads(block(readme, "[project.entry-points.outreach]"))
+    pyproject = tomllib.loads((REPO / "plugins/outreach-twilio/pyproject.toml").read_text())
+    assert entry["project"]["entry-points"] == pyproject["project"]["entry-points"]
+    project_with(tmp_path, 'timezone = "UTC"\n[audience]\ncustomers = "data/customers.csv"\n'
+                 'events = "data/events.csv"\n' + block(readme, "# outreach.toml"),
+                 {"thank-you": block(readme, "# campaigns/thank-you.toml")})
+    project = validates(tmp_path)
+    assert project.campaigns["thank-you"].templates["sms"].options == {"max_segments": 2}
+
+
+# ------------------------------------------------------------------------------------ Python
+@pytest.mark.parametrize("readme, starting", [
+    ("README.md", "from outreach.testing import FakeProvider"),
+    ("README.md", "from outreach.testing import SourceData"),
+    ("plugins/outreach-sendgrid/README.md", "from outreach.settings import Secret"),
+    ("plugins/outreach-twilio/README.md", "from outreach_twilio import TwilioSMS"),
+])
+def test_python_examples_run(readme, starting):
+    exec(compile(block(readme, starting), readme, "exec"), {})
+
+
+@pytest.mark.parametrize("readme", READMES)
+def test_shell_examples_name_real_commands(readme):
+    for language, code in blocks(readme):
+        if language == "sh":
+            check_shell(code)
+
+
+# ------------------------------------------------------------------------------------ coverage
+CHECKED: dict[str, list[str]] = {
+    "README.md": ["python3 dev.py demo", 'timezone = "America/Los_Angeles"', 'name = "win-back"',
+                  "# pyproject.toml", "# outreach_whatsapp/__init__.py",
+                  "from datetime import timedelta", "from outreach.testing import FakeProvider",
+                  "from outreach.testing import SourceData", "[audience]                         # CSV",
+                  '[audience]\nformat = "shopify"',
+                  "python3 dev.py test", "pip install outreach outreach-sendgrid"],
+    "plugins/outreach-sendgrid/README.md": ["pip install outreach-sendgrid", "[channels.email]",
+                                            "from outreach.settings import Secret",
+                                            'pip install -e "plugins/outreach-sendgrid[test]"'],
+    "plugins/outreach-twilio/README.md": ["[project.entry-points.outreach]",
+                                          "pip install outreach-twilio", "# outreach.toml",
+                                          "# campaigns/thank-you.toml",
+                                          "from outreach_twilio import TwilioSMS",
+                                          'pip install -e "plugins/outreach-twilio[test]"'],
+}
+
+
+@pytest.mark.parametrize("readme", READMES)
+def test_every_example_is_checked(readme):
+    unclaimed = [code.splitlines()[0] for _, code in blocks(readme)
+                 if not any(code.lstrip().startswith(s) for s in CHECKED[readme])]
+    assert unclaimed == [], (f"{readme} has examples no test runs: add a check for each to "
+                             "tests/test_readme_examples.py")
