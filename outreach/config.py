@@ -254,7 +254,7 @@ def reference_tables() -> dict[str, Mapping[str, Setting]]:
     ``[audience]`` and ``[channels.NAME]`` take the registered source's or channel type's settings.
     """
     return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
-            "retry": _RETRY_KEYS, "campaign": _CAMPAIGN_KEYS}
+            "retry": _RETRY_KEYS, "workers": _WORKERS_KEYS, "campaign": _CAMPAIGN_KEYS}
 
 
 #: The tables ``outreach.toml`` may hold (anything else at the top level is a key).
