@@ -34,7 +34,7 @@ TWILIO = """\
 plugin = "twilio"
 from_number = "+15005550006"
 api_base = "{url}"
-concurrency = {concurrency}
+{concurrency}
 timeout = 10
 {rate}
 [quiet_hours]
@@ -46,7 +46,7 @@ SENDGRID = """\
 plugin = "sendgrid"
 from_email = "hello@example.com"
 api_host = "{url}"
-concurrency = {concurrency}
+{concurrency}
 timeout = 30
 {rate}"""
 
@@ -82,7 +82,8 @@ def email(i: int) -> str:
     return f"customer{i}@example.com"
 
 
-def build(out: Path, kind: str, n: int, url: str, concurrency: int, rate: float | None = None) -> Path:
+def build(out: Path, kind: str, n: int, url: str, concurrency: int | None,
+          rate: float | None = None) -> Path:
     """A project in ``out`` with ``n`` queued messages for the ``kind`` channel (twilio/sendgrid)."""
     from outreach.config import load_project
     from outreach.ledger import Ledger
@@ -95,7 +96,9 @@ def build(out: Path, kind: str, n: int, url: str, concurrency: int, rate: float 
         (out / stale).unlink(missing_ok=True)
     (out / "data" / "customers.csv").write_text("id,first_name,email,phone,consent_email,consent_sms\n")
     limit = f"rate_limit = {rate}\n" if rate else ""
-    channel = (TWILIO if kind == "twilio" else SENDGRID).format(url=url, concurrency=concurrency,
+    # No concurrency: the channel's default (what bench/concurrency.py compares with the best).
+    inflight = f"concurrency = {concurrency}" if concurrency else ""
+    channel = (TWILIO if kind == "twilio" else SENDGRID).format(url=url, concurrency=inflight,
                                                                 rate=limit)
     (out / "outreach.toml").write_text(TOML.format(channel=channel))
     (out / "campaigns" / "bench.toml").write_text(CAMPAIGN_SMS if kind == "twilio" else CAMPAIGN_EMAIL)

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from outreach.testing import RecordedRequest, Reply
@@ -33,10 +34,16 @@ def _with_stats(base: type) -> type:
                 times = [r.received_at for r in self.requests
                          if r.path != "/__stats" and r.received_at >= after]
                 limited = [t for t in self.rate_limited if t >= after]
-            messages = len(getattr(self, "messages", None) or getattr(self, "sent", None) or [])
+            received = getattr(self, "messages", None) or getattr(self, "sent", None) or []
+            messages = len(received)
+            # Twilio's messages: how many (to, body) pairs came more than once (a duplicate).
+            seen = Counter((m.to, m.body) for m in received if hasattr(m, "to"))
+            duplicates = sum(1 for k in seen.values() if k > 1)
             return {"requests": len(times), "messages": messages,
                     "first": min(times) if times else None, "last": max(times) if times else None,
                     "latency": self.latency, "rate_limited": limited,
+                    "duplicates": duplicates, "distinct": len(seen),
+                    "times": sorted(times) if len(times) <= 100_000 else [],
                     "now": time.monotonic()}
 
     return Measured

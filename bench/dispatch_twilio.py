@@ -19,7 +19,7 @@ from _common import FakeProcess, figure, machine_line  # noqa: E402
 from _dispatch import build, dispatch  # noqa: E402
 
 
-def measure(messages: int, latency: float, concurrency: int, kind: str = "twilio",
+def measure(messages: int, latency: float, concurrency: int | None, kind: str = "twilio",
             rate: float | None = None, channel_rate: float | None = None) -> dict:
     with FakeProcess(kind, latency=latency, rate=rate) as fake, \
             tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:

@@ -173,13 +173,21 @@ class Channel:
     #: The most messages one :meth:`send` call takes. The core groups by :meth:`batch_key`.
     batch_size: ClassVar[int] = 1
 
+    #: Calls in flight at once when ``concurrency`` is not set, for a blocking channel (each call
+    #: holds a thread) and for an asyncio one (each call is a coroutine on one event loop: enough
+    #: in flight that a process is held by its CPU, not by the provider's answer time; the
+    #: README's Performance section has the measurements). A channel type may set its own.
+    THREADED_CONCURRENCY: ClassVar[int] = 8
+    ASYNC_CONCURRENCY: ClassVar[int] = 64
+
     #: Settings the core adds to every channel; ``timeout`` (seconds) is also passed in ``config``
     #: and must bound every network call (an unbounded wait would hold a claim forever).
     CORE_SETTINGS: ClassVar[Mapping[str, Setting]] = {
         "plugin": Setting("str", required=True, help="the channel type"),
         "consent": Setting("str", help="consent a customer must have given (default: channel name)"),
         "rate_limit": Setting("number", minimum=0.001, help="messages per second at most"),
-        "concurrency": Setting("int", default=8, minimum=1, help="calls in flight at once"),
+        "concurrency": Setting("int", minimum=1,
+                               help="calls in flight at once (default: the channel type's)"),
         "timeout": Setting("number", default=10.0, minimum=0.001, help="seconds for one call"),
     }
 
@@ -256,6 +264,12 @@ class Channel:
     async def send_async(self, messages: Sequence[OutgoingMessage]) -> Sequence[Delivery]:
         """:meth:`send` for an asyncio SDK: the same contract, awaited on the dispatcher's loop."""
         raise NotImplementedError
+
+    @classmethod
+    def default_concurrency(cls) -> int:
+        """Calls in flight at once when a deployment does not say (see ``ASYNC_CONCURRENCY``)."""
+        return cls.ASYNC_CONCURRENCY if cls.send_async is not Channel.send_async \
+            else cls.THREADED_CONCURRENCY
 
     @property
     def is_async(self) -> bool:

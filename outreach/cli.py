@@ -190,13 +190,36 @@ def _finish(report: RunReport, as_json: bool) -> None:
 @click.option("--campaign", "campaigns", multiple=True, metavar="NAME", help="Only this campaign (repeatable).")
 @click.option("--skip-invalid", is_flag=True, help="Run the valid campaigns even if others are invalid.")
 @click.option("--no-send", is_flag=True, help="Plan and record, but leave delivery to `outreach dispatch`.")
+@click.option("--wait", is_flag=True,
+              help="With [workers]: wait until the workers have planned and sent the run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[str],
-        skip_invalid: bool, no_send: bool, as_json: bool) -> None:
-    """Plan due campaigns, record the decisions, and send what is due."""
+        skip_invalid: bool, no_send: bool, wait: bool, as_json: bool) -> None:
+    """Plan due campaigns, record the decisions, and send what is due.
+
+    With [workers] in outreach.toml, the run is planned in shards and sent by `outreach worker`
+    processes: this command starts it and returns (or, with --wait, reports it once done).
+    """
     project = state.project(only_valid=skip_invalid)
     now = parse_now(now_text, project.tz)
+    if project.workers is not None and not dry_run:
+        from outreach.workers.cli import start
+
+        report, finished = start(project, state.plugins, now, campaigns=campaigns,
+                                 send=not no_send, wait=wait)
+        if not finished:
+            if as_json:
+                _emit_json(report.as_dict())
+            else:
+                out.print(f"run {report.run_id} started: {project.workers.shards} planning "
+                          "shard(s) queued for the workers (`outreach status` follows them)",
+                          markup=False)
+            sys.exit(EXIT_OK)
+        _finish(report, as_json)
+    if wait:
+        raise UsageError("--wait: only a run placed on workers ([workers] in outreach.toml) is "
+                         "waited for; without them `outreach run` returns when it is done")
     update, stop = _progress(not as_json)
     ledger = Ledger(project.ledger_url)
     try:
@@ -273,6 +296,25 @@ def dispatch(state: _State, now_text: str | None, campaigns: Sequence[str], limi
         stop()
         ledger.close()
     _finish(report, as_json)
+
+
+@cli.command()
+@click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Jobs at once in this process (planning shards and deliveries).")
+@click.option("--queue", "queues", multiple=True, type=click.Choice(["outreach-plan",
+                                                                      "outreach-dispatch"]),
+              help="Only take jobs of this queue (repeatable; default: both).")
+@click.pass_obj
+def worker(state: _State, concurrency: int, queues: Sequence[str]) -> None:
+    """Plan and send on this host: take jobs from the ledger's queue until stopped.
+
+    Needs a PostgreSQL ledger and the workers extra (pip install 'outreach[workers]').
+    Stop it with Ctrl-C or SIGTERM: the jobs it is running are finished first.
+    """
+    from outreach.workers.cli import work
+
+    project = state.project()
+    work(project, state.plugins, concurrency=concurrency, queues=queues)
 
 
 # ---------------------------------------------------------------------------------------- validate
@@ -565,10 +607,15 @@ def status(state: _State, as_json: bool) -> None:
     """Last runs, and how many messages are queued, deferred, unknown and failed (by reason)."""
     project = state.project(only_valid=True)
     ledger = Ledger(project.ledger_url)
+    scale: dict[str, Any] | None = None
     try:
         runs = ledger.recent_runs(10)
         counts = ledger.state_counts()
         problems = ledger.problems()
+        if not ledger.is_sqlite:
+            from outreach.workers.status import workers_status
+
+            scale = workers_status(ledger)
     finally:
         ledger.close()
     states = {s: counts.get(s, 0) for s in ("queued", "sending", "deferred", "sent", "failed",
@@ -580,9 +627,14 @@ def status(state: _State, as_json: bool) -> None:
               "stopped_channels": (r["summary"] or {}).get("stopped_channels") or []}
              for r in runs]
     if as_json:
-        _emit_json({"states": states, "problems": problems, "runs": shown})
+        _emit_json({"states": states, "problems": problems, "runs": shown,
+                    **({"workers": scale} if scale is not None else {})})
         return
     out.print("messages: " + ", ".join(f"{k} {v}" for k, v in states.items()), markup=False)
+    if scale is not None:
+        from outreach.workers.status import print_status
+
+        print_status(out, scale)
     for p in problems:
         out.print(f"  {p['count']} {p['state']}: {p['error']}", markup=False)
     for stopped in shown[0]["stopped_channels"] if shown else []:

@@ -64,6 +64,19 @@ class RetryPolicy:
 
 
 @dataclass
+class WorkersConfig:
+    """The ``[workers]`` table: planning and delivery placed on ``outreach worker`` processes
+    (PostgreSQL ledgers only; see :mod:`outreach.workers`)."""
+
+    #: Planning shards per run: customers are split by a hash of their id.
+    shards: int = 8
+    #: A cron expression: the workers start a run on it themselves (no cron on any host).
+    schedule: str | None = None
+    #: How often each worker takes back expired claims and stalled shards and sends what is due.
+    sweep: timedelta = timedelta(seconds=30)
+
+
+@dataclass
 class ChannelConfig:
     """One ``[channels.NAME]`` table, validated."""
 
@@ -159,6 +172,8 @@ class Project:
     warnings: list[Problem] = field(default_factory=list)
     batch_size: int = 2000
     claim_ttl: timedelta = timedelta(minutes=10)
+    #: Set when ``[workers]`` is: ``outreach run`` then plans in shards on the workers.
+    workers: WorkersConfig | None = None
     #: The language of the campaigns' default templates (the sample customer's).
     locale: str = "en"
 
@@ -184,7 +199,7 @@ _DEPLOYMENT_KEYS = {
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
 }
-_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry")
+_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers")
 _RETRY_KEYS = {
     "max_attempts": Setting("int", default=5, minimum=1,
                             help="attempts across runs before a transient failure fails for good"),
@@ -197,6 +212,12 @@ _RETRY_KEYS = {
     "max_wait": Setting("duration", default=timedelta(seconds=30),
                         help="a longer Retry-After defers the message to a later run instead of "
                              "waiting in this one"),
+}
+_WORKERS_KEYS = {
+    "shards": Setting("int", default=8, minimum=1, help="planning shards per run"),
+    "schedule": Setting("str", help="cron expression on which the workers start a run"),
+    "sweep": Setting("duration", default=timedelta(seconds=30), minimum=1,
+                     help="how often a worker recovers expired claims and stalled shards"),
 }
 _CAP_KEYS = {
     "max": Setting("int", required=True, minimum=0, help="messages allowed in the window"),
@@ -233,7 +254,7 @@ def reference_tables() -> dict[str, Mapping[str, Setting]]:
     ``[audience]`` and ``[channels.NAME]`` take the registered source's or channel type's settings.
     """
     return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
-            "retry": _RETRY_KEYS, "campaign": _CAMPAIGN_KEYS}
+            "retry": _RETRY_KEYS, "workers": _WORKERS_KEYS, "campaign": _CAMPAIGN_KEYS}
 
 
 #: The tables ``outreach.toml`` may hold (anything else at the top level is a key).
@@ -308,6 +329,7 @@ def load_project(
                            file=f, prefix="retry")
     problems += retry_values.problems
     retry = RetryPolicy(**retry_values.values) if not retry_values.problems else RetryPolicy()
+    workers = _load_workers(data["workers"], ledger_url, f, problems) if "workers" in data else None
 
     if problems:
         raise ConfigError(problems)
@@ -345,7 +367,28 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
+        workers=workers,
     )
+
+
+def _load_workers(table: Any, ledger_url: str, f: str,
+                  problems: list[Problem]) -> WorkersConfig | None:
+    if not isinstance(table, dict):
+        return None  # reported with the other tables that are not tables
+    resolved = resolve(_WORKERS_KEYS, table, file=f, prefix="workers")
+    problems += resolved.problems
+    values = resolved.values
+    schedule = values.get("schedule")
+    if schedule is not None and not croniter.is_valid(schedule):
+        problems.append(Problem(f, "workers.schedule", "expected a cron expression such as "
+                                                       f"\"*/10 * * * *\", got {schedule!r}"))
+    if ledger_url.startswith("sqlite"):
+        problems.append(Problem(f, "workers", "workers share their jobs through a PostgreSQL "
+                                              "ledger; remove [workers] or set ledger = "
+                                              "\"postgresql://…\""))
+    if resolved.problems:
+        return None
+    return WorkersConfig(shards=values["shards"], schedule=schedule, sweep=values["sweep"])
 
 
 def _ledger_url(url: str, root: Path, f: str, problems: list[Problem]) -> str:
@@ -440,7 +483,8 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
         out[name] = ChannelConfig(
             name=name, plugin=plugin, cls=cls, settings=own,
             consent=values.get("consent") or name, rate_limit=values.get("rate_limit"),
-            concurrency=values["concurrency"], timeout=float(values["timeout"]),
+            concurrency=values.get("concurrency") or cls.default_concurrency(),
+            timeout=float(values["timeout"]),
             quiet_hours=quiet[name] if name in quiet else (
                 DEFAULT_PHONE_QUIET_HOURS if cls.address == "phone" else None),
         )

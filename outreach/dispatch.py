@@ -54,6 +54,7 @@ from outreach.channel import (
 from outreach.config import Project, RetryPolicy
 from outreach.ledger import Claimed, Ledger, epoch, wall_clock
 from outreach.plugins import Plugins
+from outreach.ratelimit import RateLimiter, limiter_for
 from outreach.render import RenderError, render_stored
 from outreach.report import RunReport
 
@@ -64,40 +65,6 @@ MAX_CLAIM = 10_000
 #: this many are waiting: few statements, and little to mark unknown after a crash.
 SETTLE_EVERY = 0.1
 SETTLE_BATCH = 2000
-
-
-class RateLimiter:
-    """Spaces sends evenly so that at most ``rate`` messages a second leave.
-
-    Even spacing (rather than a burst then a pause) is what keeps a provider from answering 429.
-    A slot missed while the loop was busy elsewhere (writing outcomes) may be used up to ``slack``
-    seconds late, so short pauses do not pull the rate under what is configured: at most
-    ``rate × slack`` messages (5 at 100/s) ever leave closer together than the even spacing.
-    Used from one event loop (no lock needed): :meth:`delay` reserves the slots and says how long
-    to wait for them.
-    """
-
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
-                 slack: float = 0.05) -> None:
-        self.rate = rate
-        self.slack = slack
-        self._clock = clock
-        self._next = 0.0
-
-    def delay(self, n: int = 1) -> float:
-        """Reserve the next ``n`` slots; seconds until the first of them (0 when it is now)."""
-        if not self.rate:
-            return 0.0
-        now = self._clock()
-        start = max(now - self.slack, self._next)
-        self._next = start + n / self.rate
-        return max(0.0, start - now)
-
-    async def acquire(self, n: int = 1) -> None:
-        """Wait until ``n`` more messages may leave."""
-        wait = self.delay(n)
-        if wait > 0:
-            await asyncio.sleep(wait)
 
 
 @dataclass(slots=True)
@@ -152,7 +119,8 @@ class Dispatcher:
     def __init__(self, project: Project, plugins: Plugins, ledger: Ledger, now: datetime,
                  report: RunReport, *, campaigns: Sequence[str] | None = None,
                  owner: str | None = None,
-                 progress: Callable[[int, int | None], None] | None = None) -> None:
+                 progress: Callable[[int, int | None], None] | None = None,
+                 claim_seconds: float | None = None) -> None:
         self.project = project
         self.plugins = plugins
         self.ledger = ledger
@@ -163,6 +131,13 @@ class Dispatcher:
         self.progress = progress
         self.retry: RetryPolicy = project.retry
         self._ttl = int(project.claim_ttl.total_seconds())
+        #: A rate-limited channel's claims hold at most this many seconds of its rate (default:
+        #: half a claim's lifetime). Processes sharing one rate (outreach.ratelimit) claim less,
+        #: so that each takes its share of the work rather than one taking it all.
+        self._claim_seconds = self._ttl / 2 if claim_seconds is None else min(claim_seconds,
+                                                                               self._ttl / 2)
+        # On PostgreSQL a channel's rate limit is one budget for every process of the ledger.
+        self._limiter = limiter_for(None if ledger.is_sqlite else ledger.engine)
         self._channels: dict[str, Channel] = {}
         self._lanes: dict[str, _Lane] = {}
         self._done = 0
@@ -198,17 +173,17 @@ class Dispatcher:
             raise failure[0]
 
     def _claim_size(self) -> int:
-        ttl = self._ttl
         # A claim feeds at least one full window of every channel (concurrency × batch size: four
         # SendGrid requests of 1000 recipients each go out together, not one after the other).
         size = max([CLAIM_CHUNK] + [min(MAX_CLAIM, cfg.concurrency * max(1, cfg.cls.batch_size))
                                     for cfg in self.project.channels.values()])
-        # Claim no more than a rate-limited channel can send in half a claim's lifetime, so claims
-        # do not expire while their messages wait their turn (the next chunk is claimed when half
-        # of this one is left: at most three quarters of a lifetime's worth is ever waiting).
+        # Claim no more than a rate-limited channel can send in half a claim's lifetime (or
+        # ``claim_seconds``), so claims do not expire while their messages wait their turn (the
+        # next chunk is claimed when half of this one is left: at most three quarters of a
+        # lifetime's worth is ever waiting).
         for cfg in self.project.channels.values():
             if cfg.rate_limit:
-                size = min(size, max(1, int(cfg.rate_limit * ttl / 2)))
+                size = min(size, max(1, int(cfg.rate_limit * self._claim_seconds)))
         return size
 
     async def _run(self, limit: int | None) -> None:
@@ -300,7 +275,7 @@ class Dispatcher:
             pool = None if channel.is_async else ThreadPoolExecutor(
                 cfg.concurrency, thread_name_prefix=f"outreach-{name}")
             lane = self._lanes[name] = _Lane(name, channel, cfg.concurrency,
-                                             RateLimiter(cfg.rate_limit), pool)
+                                             self._limiter(name, cfg.rate_limit), pool)
         return lane
 
     def _prepare(self, claimed: list[Claimed]) -> list[_Outcome]:

@@ -35,7 +35,7 @@ from sqlalchemy import (
     create_engine, event, func, insert, select, text, update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from outreach.errors import LedgerBusy, OutreachError
 from outreach.rule import PastMessage
@@ -203,6 +203,15 @@ def _marks(prefix: str, values: Sequence[Any], params: dict[str, Any]) -> str:
     return ", ".join(":" + n for n in names)
 
 
+#: Taken (on PostgreSQL) by whoever creates tables in the ledger's schema, for the length of its
+#: transaction: two concurrent CREATE TABLEs would otherwise collide on the catalogue.
+SCHEMA_LOCK = ("SELECT pg_advisory_xact_lock(hashtext(current_database() || '.' || current_schema() "
+               "|| '.outreach-schema'))")
+
+#: The planner lock's advisory key on PostgreSQL: one per ledger (two ledgers in different schemas
+#: of one database do not block each other). Planning shards hold it shared (outreach.workers).
+PLANNER_LOCK_KEY = "hashtext(current_database() || '.' || current_schema() || '.outreach-planner')"
+
 #: The states a claim takes messages from.
 _CLAIMABLE = ("queued", "deferred")
 #: What a claim returns, in the order of Claimed's fields.
@@ -303,8 +312,7 @@ class Ledger:
         """
         with self.engine.begin() as conn:
             if not self.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_database() || '.' "
-                                  "|| current_schema() || '.outreach-schema'))"))
+                conn.execute(text(SCHEMA_LOCK))
             metadata.create_all(conn, checkfirst=True)
             _migrate(conn)
 
@@ -338,11 +346,8 @@ class Ledger:
             finally:
                 lock.release()
             return
-        # One lock per ledger: two ledgers in different schemas of one database do not block
-        # each other.
-        key_sql = "hashtext(current_database() || '.' || current_schema() || '.outreach-planner')"
         with self.engine.connect() as conn:
-            key = conn.execute(text(f"SELECT {key_sql}")).scalar()
+            key = conn.execute(text(f"SELECT {PLANNER_LOCK_KEY}")).scalar()
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             conn.commit()
             if not got:
@@ -355,18 +360,27 @@ class Ledger:
 
     # ------------------------------------------------------------------ campaign versions and state
     def store_version(self, campaign: str, version: str, content: Mapping[str, Any]) -> int:
-        """The id of this campaign version, storing its content the first time it is seen."""
-        with self.engine.begin() as conn:
-            found = conn.execute(select(campaign_versions.c.id).where(
-                campaign_versions.c.campaign == campaign, campaign_versions.c.hash == version)).scalar()
-            if found is not None:
-                return found
-            key = conn.execute(insert(campaign_versions).values(
-                campaign=campaign, hash=version, created_at=wall_clock(),
-                content=json.dumps(content, ensure_ascii=False, sort_keys=True),
-            )).inserted_primary_key
-            assert key is not None  # a single-row INSERT without RETURNING: SQLAlchemy reads it
-            return key[0]
+        """The id of this campaign version, storing its content the first time it is seen.
+
+        Processes that store the same version at once (planning shards) all get its one id: the
+        insert that loses the race on the unique (campaign, hash) reads the winner's.
+        """
+        wanted = select(campaign_versions.c.id).where(
+            campaign_versions.c.campaign == campaign, campaign_versions.c.hash == version)
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(wanted).scalar()
+                if found is not None:
+                    return found
+                key = conn.execute(insert(campaign_versions).values(
+                    campaign=campaign, hash=version, created_at=wall_clock(),
+                    content=json.dumps(content, ensure_ascii=False, sort_keys=True),
+                )).inserted_primary_key
+                assert key is not None  # a single-row INSERT without RETURNING: SQLAlchemy reads it
+                return key[0]
+        except IntegrityError:
+            with self.engine.begin() as conn:
+                return conn.execute(wanted).scalar_one()
 
     def version_content(self, version_id: int) -> dict[str, Any]:
         """The stored content of a campaign version (cached: versions never change)."""

@@ -33,6 +33,7 @@ from outreach.report import CampaignReport, RunReport
 from outreach.rule import Candidate, SelectContext
 from outreach.schedule import at_send_time
 from outreach.schedule import due as due_at
+from outreach.shard import Shard
 from outreach.sources.csv_source import CSVSource
 
 
@@ -119,13 +120,21 @@ def _regroup(found: list[tuple[Campaign, Candidate]]) -> list[tuple[Campaign, li
 
 
 class Planner:
-    """Plans one run at ``now``. With ``dry_run`` it decides everything and writes nothing."""
+    """Plans one run at ``now``. With ``dry_run`` it decides everything and writes nothing.
+
+    Sharded planning (:mod:`outreach.workers`) gives two more things: ``shard``, the customers
+    this planner owns (the audience, their events and their waiting messages are filtered by
+    :meth:`Shard.owns`), and ``due``, the campaigns due and their occurrences as the run decided
+    them once for all its shards (which then record no occurrence themselves).
+    """
 
     def __init__(self, project: Project, plugins: Plugins, ledger: Ledger, now: datetime,
                  report: RunReport, *, campaigns: Sequence[str] | None = None,
                  dry_run: bool = False, run_id: str | None = None,
                  on_row: Callable[[PlanRow], None] | None = None,
-                 progress: Callable[[int, int | None], None] | None = None) -> None:
+                 progress: Callable[[int, int | None], None] | None = None,
+                 shard: Shard | None = None,
+                 due: Sequence[tuple[Campaign, datetime | None]] | None = None) -> None:
         self.project = project
         self.plugins = plugins
         self.ledger = ledger
@@ -136,6 +145,8 @@ class Planner:
         self.run_id = run_id
         self.on_row = on_row
         self.progress = progress
+        self.shard = shard if shard is not None and shard.count > 1 else None
+        self._given_due = None if due is None else list(due)
         self.channel_info = {
             name: ChannelInfo(name, cfg.cls.address, cfg.consent, cfg.quiet_hours)
             for name, cfg in project.channels.items()
@@ -173,7 +184,8 @@ class Planner:
             self._run()
 
     def _run(self) -> None:
-        due = self.due_campaigns()
+        given = self._given_due is not None
+        due = self._given_due if self._given_due is not None else self.due_campaigns()
         recheck = self._recheck()
         if not due:
             try:
@@ -184,7 +196,7 @@ class Planner:
             return
         if not self.dry_run:
             for campaign, occurrence in due:
-                if occurrence is not None:
+                if occurrence is not None and not given:
                     self.ledger.begin_occurrence(campaign.name, epoch(occurrence))
                 self._versions[campaign.name] = self.ledger.store_version(
                     campaign.name, campaign.version, campaign.content)
@@ -203,7 +215,7 @@ class Planner:
         finally:
             latest.close()
             recheck.close()
-        if not self.dry_run:
+        if not self.dry_run and not given:
             for campaign, occurrence in due:
                 if occurrence is not None and not self.report.campaign(campaign.name).error:
                     self.ledger.complete_occurrence(campaign.name, epoch(occurrence))
@@ -213,7 +225,8 @@ class Planner:
         of the campaigns this run dispatches, on the channels configured now."""
         return ConsentRecheck(self.ledger, self.channel_info, self.report,
                               campaigns=sorted(self.only) if self.only is not None else None,
-                              dry_run=self.dry_run, row=self._withdrawn if self.on_row else None)
+                              dry_run=self.dry_run, row=self._withdrawn if self.on_row else None,
+                              shard=self.shard)
 
     def _withdrawn(self, campaign: str, customer: str, key: str, channel: str, reason: str) -> None:
         """A waiting message withdrawn (or that a dry run would withdraw), as ``plan`` lists it."""
@@ -242,7 +255,10 @@ class Planner:
     def _audience(self, source: Source, total: int | None) -> Iterator[list[Customer]]:
         """The source's customers in planning batches; the bar moves once each batch is done."""
         seen = 0
-        for batch in _batches(source.customers(self._row_problem), self.project.batch_size):
+        customers: Iterable[Customer] = source.customers(self._row_problem)
+        if self.shard is not None:
+            customers = self.shard.only(customers, _customer_id)
+        for batch in _batches(customers, self.project.batch_size):
             yield batch
             seen += len(batch)
             if self.progress:
@@ -266,6 +282,7 @@ class Planner:
         latest = _Activity()
         now = self.now
         wanted = types | latest_types
+        owns = self.shard.owns if self.shard is not None else None
         try:
             # Only the built-in source's own events() (a subclass overriding it is asked through it).
             if isinstance(source, CSVSource) and type(source).events is CSVSource.events:
@@ -275,6 +292,8 @@ class Planner:
                 for eid, cid, etype, when, row in source.event_rows(wanted, since, self._row_problem):
                     if when > now:
                         continue  # an event from the future (or a replayed --now) has not happened yet
+                    if owns is not None and not owns(cid):
+                        continue  # another shard's customer
                     if etype in latest_types:
                         latest.add(cid, etype, when)
                     if etype in types and (event_since is None or when >= event_since):
@@ -284,6 +303,8 @@ class Planner:
                     cid, etype, when = event.customer_id, event.type, event.time
                     if when > now:
                         continue  # as above
+                    if owns is not None and not owns(cid):
+                        continue
                     if etype in latest_types:
                         latest.add(cid, etype, when)
                     if etype in types and (event_since is None or when >= event_since):
@@ -832,6 +853,10 @@ def _fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*old)
+
+
+def _customer_id(customer: Customer) -> str:
+    return customer.id
 
 
 def _batches(items: Iterable[Customer], size: int) -> Iterator[list[Customer]]:

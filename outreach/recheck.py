@@ -50,6 +50,7 @@ from outreach.audience import Customer
 from outreach.decision import ChannelInfo
 from outreach.ledger import Ledger
 from outreach.report import RunReport
+from outreach.shard import Shard
 
 #: Up to this many waiting messages are read once per run (customer id -> channels, a few MB) and
 #: matched against each batch in memory; past that, they go to a temporary file (_WaitingFile).
@@ -73,8 +74,12 @@ class ConsentRecheck:
 
     def __init__(self, ledger: Ledger, channel_info: Mapping[str, ChannelInfo], report: RunReport,
                  *, campaigns: Sequence[str] | None = None, dry_run: bool = False,
-                 row: Callable[[str, str, str, str, str], None] | None = None) -> None:
+                 row: Callable[[str, str, str, str, str], None] | None = None,
+                 shard: Shard | None = None) -> None:
         self.ledger = ledger
+        #: A sharded run re-checks the waiting messages of its own customers only: the others'
+        #: customers are not in its audience, and must not be taken for absent.
+        self.shard = shard
         self.channel_info = channel_info
         self.report = report
         self.campaigns = sorted(campaigns) if campaigns else None
@@ -109,9 +114,15 @@ class ConsentRecheck:
             self._waiting = {}
             return False
         waiting = self.ledger.waiting_all(WAITING_IN_MEMORY, self.channels, self.campaigns)
+        shard = self.shard
         if waiting is None:
-            self._file = _WaitingFile(self.ledger.waiting(self.channels, self.campaigns))
+            chunks = self.ledger.waiting(self.channels, self.campaigns)
+            if shard is not None:
+                chunks = ([r for r in rows if shard.owns(r[0])] for rows in chunks)
+            self._file = _WaitingFile(chunks)
         else:
+            if shard is not None:
+                waiting = {cid: chs for cid, chs in waiting.items() if shard.owns(cid)}
             self._waiting = waiting
         return self.active
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -128,6 +129,20 @@ def spawn(p: Project, *args: str, env: Mapping[str, str] | None = None) -> subpr
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def stop(procs: Iterable[subprocess.Popen], timeout: float = 30) -> None:
+    """Stop processes as a service manager would: SIGTERM, then SIGKILL after ``timeout``."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_for(predicate, timeout: float, step: float = 0.005) -> bool:

@@ -20,7 +20,7 @@ import pytest
 from outreach import hookimpl
 from outreach.channel import (Channel, ConfigurationError, Delivery, TemplateField,
                               TransientError)
-from outreach.dispatch import RateLimiter
+from outreach.ratelimit import RateLimiter
 from outreach.plugins import get_plugins
 
 N = 24
