@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from outreach.config import load_project
+from outreach.errors import ConfigError
 from outreach.plugins import get_plugins
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,9 +88,30 @@ def validates(tmp_path: Path, plugins=None):
 
 
 def test_root_deployment_reference_validates(tmp_path):
-    project_with(tmp_path, block("README.md", 'timezone = "America/Los_Angeles"'))
+    """The reference as written validates on a PostgreSQL ledger; on SQLite `[workers]` is refused
+    (it says so), and the rest validates without it."""
+    reference = block("README.md", 'timezone = "America/Los_Angeles"')
+    on_postgresql = reference.replace('ledger = "sqlite:///outreach.db"',
+                                      'ledger = "postgresql://outreach@localhost/outreach"', 1)
+    assert on_postgresql != reference
+    project_with(tmp_path, on_postgresql)
     project = validates(tmp_path)
     assert set(project.channels) == {"email", "sms"} and len(project.caps) == 2
+    assert project.workers is not None and project.workers.shards == 8
+
+    project_with(tmp_path, reference)
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        validates(tmp_path)
+    project_with(tmp_path, reference.split("[workers]")[0])
+    assert validates(tmp_path).workers is None
+
+
+def test_root_rate_budget_sketch_matches_the_code():
+    """The README's sketch of the shared rate budget names the table and statement the code uses."""
+    sketch = block("README.md", "reserve k slots:")
+    source = (REPO / "outreach" / "ratelimit.py").read_text(encoding="utf-8")
+    assert "UPDATE" in sketch and "RETURNING" in sketch
+    assert "outreach_rate_budget" in source and "RETURNING" in source
 
 
 def test_root_campaign_reference_validates_in_the_bakery(tmp_path):
@@ -193,7 +215,8 @@ CHECKED: dict[str, list[str]] = {
                   "from datetime import timedelta", "from outreach.testing import FakeProvider",
                   "from outreach.testing import SourceData", "[audience]                         # CSV",
                   '[audience]\nformat = "shopify"',
-                  "python3 dev.py test", "pip install outreach outreach-sendgrid"],
+                  "python3 dev.py test", "pip install outreach outreach-sendgrid",
+                  "pip install 'outreach[workers]'", "reserve k slots:"],
     "plugins/outreach-sendgrid/README.md": ["pip install outreach-sendgrid", "[channels.email]",
                                             "from outreach.settings import Secret",
                                             'pip install -e "plugins/outreach-sendgrid[test]"'],
