@@ -139,3 +139,41 @@ def mysql_url():
     with admin.begin() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
     admin.dispose()
+
+
+def _browser_problem() -> str | None:
+    import shutil
+
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not found (apt install chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A real headless Chromium (Debian's, through its chromedriver) with no network beyond
+    loopback. Skips without it, fails under CI=true."""
+    problem = _browser_problem()
+    if problem:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but the browser is missing: {problem}")
+        pytest.skip(problem)
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1200,900", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                # Only loopback answers: a page that reaches for a CDN fails visibly.
+                "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;localhost"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()

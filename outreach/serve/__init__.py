@@ -1,0 +1,2 @@
+"""outreach serve: the endpoints providers and customers call (webhooks, unsubscribe, preferences,
+feedback)."""
