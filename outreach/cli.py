@@ -1,8 +1,9 @@
 """The ``outreach`` command line.
 
-Exit codes (the README documents them): 0 fine; 1 some messages failed or have an unknown
-outcome; 2 invalid configuration or usage; 3 another run holds the ledger, nothing was done;
-4 an unexpected failure (the ledger unreachable, a bug), described in one line.
+Every exit goes through :class:`outreach.errors.ExitCode` (the README documents the numbers): 0
+fine; 1 some messages failed or have an unknown outcome; 2 invalid configuration or usage; 3
+another run holds the ledger, nothing was done; 4 an unexpected failure (the ledger unreachable
+or unreadable, a bug), described in one line.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from rich.table import Table
 
 from outreach import __version__
 from outreach.config import Project, find_config, load_project, sample_variables
-from outreach.errors import (
-    EXIT_CONFIG, EXIT_MESSAGES_FAILED, EXIT_OK, ConfigError, OutreachError, UsageError,
-)
+from outreach.errors import ConfigError, ExitCode, OutreachError, UsageError
 from outreach.ledger import Ledger, epoch, from_epoch, wall_clock
 from outreach.planner import PlanRow
 from outreach.plugins import Plugins, get_plugins
@@ -31,8 +30,6 @@ from outreach.report import COUNTERS, RunReport
 from outreach.run import check_campaign_names, execute, parse_now
 from outreach import scaffold
 from outreach.scaffold import EXAMPLES, PLUGIN_KINDS
-
-EXIT_INTERNAL = 4
 
 # Under cron or in a pipe there is no terminal width to respect: keep tables whole for the log.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -53,8 +50,10 @@ class _State:
             self._plugins = get_plugins()
         return self._plugins
 
-    def project(self, only_valid: bool = False) -> Project:
-        return load_project(self.config, self.plugins, only_valid=only_valid)
+    def project(self, only_valid: bool = False, secrets: bool = True) -> Project:
+        """The deployment; ``secrets=False`` for a command that contacts no provider, so it works
+        where the providers' secrets are not set (a laptop, a support shell)."""
+        return load_project(self.config, self.plugins, only_valid=only_valid, secrets=secrets)
 
 
 def _emit_json(data: Any) -> None:
@@ -87,14 +86,48 @@ def _progress(enabled: bool):
     return update, bar.stop
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _config_after_command(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.find_object(_State).config = find_config(value)
+
+
+class _Outreach(click.Group):
+    """The ``outreach`` group: ``-c/--config`` and ``--json`` go before or after the command.
+
+    ``-c`` is added to every command (plugins' too) as it is looked up; ``--json`` given before
+    the command becomes the command's own ``--json`` default, and is refused, naming the command,
+    where it has no JSON output.
+    """
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not any(
+                "-c" in p.opts or "--config" in p.opts for p in command.params):
+            command.params.append(click.Option(
+                ["-c", "--config"], type=click.Path(path_type=Path), expose_value=False,
+                callback=_config_after_command,
+                help="The deployment file (default: ./outreach.toml, or $OUTREACH_CONFIG); "
+                     "also accepted before the command."))
+        return command
+
+
+@click.group(cls=_Outreach, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", type=click.Path(path_type=Path), envvar="OUTREACH_CONFIG",
               default=None, help="The deployment file (default: ./outreach.toml, or $OUTREACH_CONFIG).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print as JSON (the same as the command's own --json).")
 @click.version_option(__version__, prog_name="outreach")
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None) -> None:
+def cli(ctx: click.Context, config: Path | None, as_json: bool) -> None:
     """Keep in touch with customers by email and SMS, without ever bothering them."""
     ctx.obj = _State(find_config(config))
+    name = ctx.invoked_subcommand
+    if as_json and name:
+        command = cli.get_command(ctx, name)
+        if command is None or not any(p.name == "as_json" for p in command.params):
+            raise UsageError(f"--json: `outreach {name}` has no JSON output")
+        ctx.default_map = {**(ctx.default_map or {}),
+                           name: {**(ctx.default_map or {}).get(name, {}), "as_json": True}}
 
 
 # ---------------------------------------------------------------------------------------- init / new-plugin
@@ -181,7 +214,7 @@ def _finish(report: RunReport, as_json: bool) -> None:
         _emit_json(report.as_dict())
     else:
         _print_report(report)
-    sys.exit(EXIT_OK if report.ok else EXIT_MESSAGES_FAILED)
+    sys.exit(ExitCode.OK if report.ok else ExitCode.SEND_FAILED)
 
 
 @cli.command()
@@ -215,7 +248,7 @@ def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[
                 out.print(f"run {report.run_id} started: {project.workers.shards} planning "
                           "shard(s) queued for the workers (`outreach status` follows them)",
                           markup=False)
-            sys.exit(EXIT_OK)
+            sys.exit(ExitCode.OK)
         _finish(report, as_json)
     if wait:
         raise UsageError("--wait: only a run placed on workers ([workers] in outreach.toml) is "
@@ -238,7 +271,7 @@ def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[
 @click.pass_obj
 def plan(state: _State, now_text: str | None, campaigns: Sequence[str], as_json: bool) -> None:
     """Show who would get what, and for every skip the reason. Writes and sends nothing."""
-    project = state.project()
+    project = state.project(secrets=False)
     now = parse_now(now_text, project.tz)
     rows: list[PlanRow] = []
     update, stop = _progress(not as_json)
@@ -322,13 +355,16 @@ def worker(state: _State, concurrency: int, queues: Sequence[str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--headers-only", is_flag=True,
               help="Check files, tables and columns without reading every row.")
+@click.option("--offline", is_flag=True,
+              help="Skip the checks of the providers' secrets (where they are not set).")
 @click.pass_obj
-def validate(state: _State, as_json: bool, headers_only: bool) -> None:
+def validate(state: _State, as_json: bool, headers_only: bool, offline: bool) -> None:
     """Check the deployment, every campaign and the audience, without sending anything.
 
     The checks `outreach run` makes before planning are the same (it refuses what this refuses,
     with the same messages); then the whole audience is read, to report every row a run would
-    skip, what the source mapped, and each campaign that could reach nobody.
+    skip, what the source mapped, and each campaign that could reach nobody. With --offline, the
+    providers' secrets are not required (each one missing is named), the rest is checked.
     """
     from outreach.audience_check import check_audience
     from outreach.survey import survey
@@ -336,9 +372,10 @@ def validate(state: _State, as_json: bool, headers_only: bool) -> None:
     problems: list[str] = []
     project = None
     try:
-        project = state.project()
+        project = state.project(secrets=not offline)
     except ConfigError as exc:
         problems = [str(p) for p in exc.problems]
+    unchecked = [str(p) for p in project.missing_secrets] if project is not None else []
     found = None
     now = parse_now(None, project.tz) if project is not None else None
     if project is not None and now is not None:
@@ -359,11 +396,17 @@ def validate(state: _State, as_json: bool, headers_only: bool) -> None:
                               "campaigns": campaigns}
     if found is not None:
         result["audience"] = found.as_dict()
+    if offline:
+        result["secrets_not_checked"] = unchecked
     if as_json:
         _emit_json(result)
     else:
         for p in problems:
             err.print(p, markup=False)
+        if offline:
+            err.print("offline: the providers' secrets were not checked"
+                      + (" (missing here: " + "; ".join(unchecked) + ")" if unchecked else ""),
+                      markup=False)
         for f in failures:
             err.print(f"warning: {f}", markup=False)
         if found is not None:
@@ -375,7 +418,7 @@ def validate(state: _State, as_json: bool, headers_only: bool) -> None:
                     if rows or notes else "")
             out.print(f"ok: {len(campaigns)} campaign(s) valid: {', '.join(campaigns)}{tail}",
                       markup=False)
-    sys.exit(EXIT_OK if not problems else EXIT_CONFIG)
+    sys.exit(ExitCode.OK if not problems else ExitCode.CONFIG)
 
 
 def _print_survey(found: Any) -> None:
@@ -419,7 +462,7 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
     """Render a campaign's message for one customer (or the sample customer), sending nothing."""
     from outreach import templates
 
-    project = state.project()
+    project = state.project(secrets=False)
     if campaign not in project.campaigns:
         raise UsageError(f"no campaign named {campaign!r} (campaigns: "
                          f"{', '.join(sorted(project.campaigns))})")
@@ -482,7 +525,7 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
 @click.pass_obj
 def history(state: _State, customer_id: str, render: bool, as_json: bool) -> None:
     """Everything planned for a customer, what they got (rendered exactly), and every refusal."""
-    project = state.project(only_valid=True)
+    project = state.project(only_valid=True, secrets=False)
     ledger = Ledger(project.ledger_url)
     try:
         rows = ledger.customer_messages(customer_id)
@@ -605,7 +648,7 @@ def suppress(state: _State, address: str | None, reason: str | None, remove: boo
 @click.pass_obj
 def status(state: _State, as_json: bool) -> None:
     """Last runs, and how many messages are queued, deferred, unknown and failed (by reason)."""
-    project = state.project(only_valid=True)
+    project = state.project(only_valid=True, secrets=False)
     ledger = Ledger(project.ledger_url)
     scale: dict[str, Any] | None = None
     try:
@@ -802,10 +845,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(EXIT_CONFIG)
+        sys.exit(ExitCode.CONFIG)
     except click.Abort:
         err.print("aborted")
-        sys.exit(EXIT_CONFIG)
+        sys.exit(ExitCode.CONFIG)
     except OutreachError as exc:
         err.print(f"error: {exc}" if not isinstance(exc, ConfigError) else
                   "invalid configuration:\n" + "\n".join(f"  {p}" for p in exc.problems),
@@ -813,7 +856,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback; OUTREACH_DEBUG shows it
         if os.environ.get("OUTREACH_DEBUG"):
             raise
@@ -821,8 +864,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         err.print(f"error: unexpected {type(exc).__name__}: {_first_line(exc)} "
                   "(set OUTREACH_DEBUG=1 to see where)", markup=False)
-        sys.exit(EXIT_INTERNAL)
-    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+        sys.exit(ExitCode.INTERNAL)
+    sys.exit(rv if isinstance(rv, int) else ExitCode.OK)  # a plugin command's own code
 
 
 if __name__ == "__main__":  # pragma: no cover

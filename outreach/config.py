@@ -12,6 +12,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Mapping
@@ -89,10 +90,32 @@ class ChannelConfig:
     concurrency: int
     timeout: float
     quiet_hours: tuple[time, time] | None
+    #: Secrets the environment lacks: only a project loaded for a command that sends nothing
+    #: (``load_project(secrets=False)``) has channels like that.
+    missing_secrets: tuple[str, ...] = ()
 
     def create(self) -> Channel:
-        """A fresh channel instance (one per process)."""
-        return self.cls(self.name, {**self.settings, "timeout": self.timeout})
+        """A fresh channel instance (one per process).
+
+        A channel without its secrets whose constructor refuses to be made without them is set up
+        as a bare :class:`Channel` of its class (its own constructor is not run): enough for the
+        checks of templates and rendered messages that ``validate --offline`` and ``preview``
+        ask of it, never for sending.
+        """
+        settings = {**self.settings, "timeout": self.timeout}
+        if self.missing_secrets:
+            try:
+                return self.cls(self.name, settings)
+            except Exception:  # noqa: BLE001 - it needs its secrets to be made: make its checks
+                return _without_provider(self.cls)(self.name, settings)
+        return self.cls(self.name, settings)
+
+
+@lru_cache(maxsize=None)
+def _without_provider(cls: type[Channel]) -> type[Channel]:
+    """``cls`` with the base class's constructor and ``close``: its checks, none of its client."""
+    return type(cls.__name__, (cls,), {"__init__": Channel.__init__, "close": Channel.close,
+                                       "__module__": cls.__module__})
 
 
 @dataclass
@@ -176,6 +199,8 @@ class Project:
     workers: WorkersConfig | None = None
     #: The language of the campaigns' default templates (the sample customer's).
     locale: str = "en"
+    #: Channel secrets the environment lacks (loaded with ``secrets=False`` only).
+    missing_secrets: list[Problem] = field(default_factory=list)
 
     def source(self) -> Source:
         """A fresh audience source, told which attributes the campaigns' rules read as dates."""
@@ -284,12 +309,15 @@ def find_config(start: Path | None = None) -> Path:
 
 def load_project(
     config_path: Path, plugins: Plugins, *, only_valid: bool = False,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None, secrets: bool = True,
 ) -> Project:
     """Read and validate the deployment and all its campaigns.
 
     Raises ConfigError with every problem found. With ``only_valid``, invalid campaigns are left
     out (and listed in ``Project.skipped``) while deployment-level problems still refuse everything.
+    With ``secrets=False`` (commands that contact no provider: status, history, plan, preview,
+    validate --offline), channel secrets missing from the environment are listed in
+    ``Project.missing_secrets`` instead of refusing the project.
     """
     problems: list[Problem] = []
     config_path = Path(config_path)
@@ -321,8 +349,9 @@ def load_project(
     source_cls, source_settings = _load_audience(data.get("audience", {}), plugins, f, root, problems)
     quiet = _load_quiet_hours(data.get("quiet_hours", {}), f, problems)
     unavailable: dict[str, str] = {}
+    missing_secrets: list[Problem] = []
     channels = _load_channels(data.get("channels", {}), plugins, quiet, f, root, environ, problems,
-                              unavailable)
+                              unavailable, None if secrets else missing_secrets)
     caps = _load_caps(data.get("caps", []), channels, f, problems)
     retry_table = data.get("retry", {})
     retry_values = resolve(_RETRY_KEYS, retry_table if isinstance(retry_table, dict) else {},
@@ -367,7 +396,7 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
-        workers=workers,
+        workers=workers, missing_secrets=missing_secrets,
     )
 
 
@@ -452,7 +481,8 @@ def _load_quiet_hours(table: Any, f: str,
 
 def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, time] | None], f: str,
                    root: Path, environ: Mapping[str, str] | None, problems: list[Problem],
-                   unavailable: dict[str, str]) -> dict[str, ChannelConfig]:
+                   unavailable: dict[str, str],
+                   missing_secrets: list[Problem] | None = None) -> dict[str, ChannelConfig]:
     out: dict[str, ChannelConfig] = {}
     if not isinstance(table, dict) or not table:
         problems.append(Problem(f, "channels", "expected at least one [channels.NAME] table"))
@@ -473,7 +503,10 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
                                  f"got {plugin!r}{plugins.registry.failure_hint()}")
             continue
         declared = {**Channel.CORE_SETTINGS, **cls.settings}
-        resolved = resolve(declared, spec, file=f, prefix=key, environ=environ, root=root)
+        resolved = resolve(declared, spec, file=f, prefix=key, environ=environ, root=root,
+                           secrets=missing_secrets is None)
+        if missing_secrets is not None:
+            missing_secrets += resolved.missing_secrets
         if resolved.problems:
             problems += resolved.problems
             continue
@@ -487,6 +520,7 @@ def _load_channels(table: Any, plugins: Plugins, quiet: dict[str, tuple[time, ti
             timeout=float(values["timeout"]),
             quiet_hours=quiet[name] if name in quiet else (
                 DEFAULT_PHONE_QUIET_HOURS if cls.address == "phone" else None),
+            missing_secrets=tuple(p.key for p in resolved.missing_secrets),
         )
         try:  # a channel may refuse combinations of settings in its constructor
             out[name].create().close()

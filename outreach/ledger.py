@@ -35,9 +35,9 @@ from sqlalchemy import (
     create_engine, event, func, insert, select, text, update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
-from outreach.errors import LedgerBusy, OutreachError
+from outreach.errors import LedgerBusy, LedgerUnavailable, OutreachError
 from outreach.rule import PastMessage
 
 metadata = MetaData()
@@ -298,9 +298,12 @@ class Ledger:
                 self.engine = _postgresql_engine(self.url)
                 self.reader = self.engine
             self._create_schema()
-        except SQLAlchemyError as exc:
+        except ArgumentError as exc:  # a URL SQLAlchemy cannot use: the configuration's mistake
             raise OutreachError(f"cannot open the ledger {_safe_url(self.url)}: "
                                 f"{_first_line(exc)}") from None
+        except SQLAlchemyError as exc:  # unreachable, refused, or not a ledger: exit 4
+            raise LedgerUnavailable(f"cannot open the ledger {_safe_url(self.url)}: "
+                                    f"{_first_line(exc)}") from None
         self._versions: dict[int, dict[str, Any]] = {}
 
     def _create_schema(self) -> None:

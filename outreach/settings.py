@@ -197,6 +197,9 @@ class Resolved:
 
     values: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    #: Required secrets not in the environment, when the caller said it needs none (a command
+    #: that only reads); otherwise they are in ``problems``.
+    missing_secrets: list[Problem] = field(default_factory=list)
 
 
 def resolve(
@@ -208,12 +211,14 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     allow_unknown: bool = False,
     root: Path | None = None,
+    secrets: bool = True,
 ) -> Resolved:
     """Check ``table`` (read from ``file`` at key ``prefix``) against ``declared``.
 
     Unknown keys are errors (a typo in a setting must not be silently ignored). Secrets are only read
     from the environment; a secret written literally in the file is refused so it never lands in a
-    repository.
+    repository. With ``secrets=False`` (a command that contacts no provider), a secret missing
+    from the environment is listed in ``missing_secrets`` rather than a problem.
     """
     env = os.environ if environ is None else environ
     out = Resolved()
@@ -252,10 +257,12 @@ def resolve(
                 out.values[name] = Secret(env[var], var)
             elif setting.required:
                 where = f"{name}_env = \"{var}\"" if var else f"{name}_env"
-                out.problems.append(Problem(
+                (out.problems if secrets else out.missing_secrets).append(Problem(
                     file, key(name + "_env"),
                     f"the environment variable {var or '(not named)'} is not set ({where} names "
                     "where the secret is read from)"))
+                if not secrets:
+                    out.values[name] = None
             else:
                 out.values[name] = None
         elif name not in out.values and not any(p.key == key(name) for p in out.problems):

@@ -44,3 +44,24 @@ def test_quick_start_commands_are_the_ones_ci_runs():
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     assert "python3 dev.py demo" in README and "python3 dev.py test" in README
     assert "python3 dev.py test" in ci
+
+
+def _exit_code_table(text: str) -> dict[int, str]:
+    start = text.index("| code | meaning |")
+    rows = text[start:text.index("\n\n", start)].splitlines()[2:]
+    return {int(row.split("|")[1]): row.split("|")[2].strip() for row in rows}
+
+
+def test_the_exit_code_tables_are_the_exit_codes():
+    from outreach.errors import ExitCode
+
+    cli_page = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "cli.md").read_text(
+        encoding="utf-8")
+    for text in (README, cli_page):
+        table = _exit_code_table(text)
+        assert sorted(table) == sorted(int(c) for c in ExitCode)
+        assert "ledger unreachable or unreadable" in table[ExitCode.INTERNAL]
+        assert "another run holds the ledger" in table[ExitCode.LOCKED]
+        assert "invalid configuration" in table[ExitCode.CONFIG]
+    assert "`outreach.errors.ExitCode` (" + ", ".join(f"`{c.name}`" for c in ExitCode) + ")" \
+        in README.replace("\n", " ")

@@ -1,0 +1,158 @@
+"""What an operator sees from the real command line: exit codes, options in either place, commands
+that only read working without the providers' secrets, times and tables people can read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from outreach.errors import ExitCode
+
+NEWS = '''
+rule = "newsletter"
+schedule = "0 9 * * *"
+start = "2026-11-01"
+channels = ["email", "sms"]
+[email]
+subject = "From the oven, {{ customer.first_name }}"
+body = "Fresh gata on Friday."
+[sms]
+body = "Fresh gata on Friday, {{ customer.first_name }}!"
+'''
+
+CUSTOMERS = """
+c1,Ani,Petrosyan,ani@example.com,+37491234567,Asia/Yerevan,hy,yes,yes,vip
+c2,Juan,Cruz,,+639171234567,Asia/Manila,tl,no,yes,
+"""
+
+#: SendGrid and Twilio, pointed at addresses nothing listens on: the commands below never call them.
+PROVIDERS = """
+[channels.email]
+plugin = "sendgrid"
+from_email = "shop@example.com"
+api_host = "http://127.0.0.1:9"
+unsubscribe_url = "https://shop.example.com/unsubscribe?k={key}"
+
+[channels.sms]
+plugin = "twilio"
+from_number = "+15005550006"
+api_base = "http://127.0.0.1:9"
+"""
+
+NO_SECRETS = {"SENDGRID_API_KEY": "", "TWILIO_ACCOUNT_SID": "", "TWILIO_AUTH_TOKEN": ""}
+
+
+@pytest.fixture
+def shop(sqlite_project):
+    sqlite_project.customers(CUSTOMERS)
+    sqlite_project.campaign("news", NEWS)
+    return sqlite_project
+
+
+# ------------------------------------------------------------------------------------ exit codes
+def test_a_ledger_file_that_is_not_a_ledger_exits_4_in_one_line(shop):
+    assert shop.cli("run", "--now", "2026-11-24T10:00").code == ExitCode.OK
+    (shop.root / "outreach.db").write_bytes(b"this is not a database" * 100)
+    result = shop.cli("status")
+    assert result.code == ExitCode.INTERNAL == 4, result.stderr
+    assert "cannot open the ledger" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_ledger_server_exits_4_and_a_url_outreach_cannot_use_exits_2(shop):
+    shop.ledger_url = "postgresql://postgres@127.0.0.1:9/nothing"
+    shop.configure()
+    result = shop.cli("status")
+    assert result.code == ExitCode.INTERNAL, result.stderr
+    assert "cannot open the ledger" in result.stderr and "Connection refused" in result.stderr
+    shop.ledger_url = "mysql://root@127.0.0.1/test"
+    shop.configure()
+    result = shop.cli("status")
+    assert result.code == ExitCode.CONFIG, result.stderr
+    assert "ledger: expected sqlite:///FILE or postgresql://" in result.stderr
+
+
+def test_exit_codes_keep_their_documented_numbers():
+    assert {c.name: c.value for c in ExitCode} == {
+        "OK": 0, "SEND_FAILED": 1, "CONFIG": 2, "LOCKED": 3, "INTERNAL": 4, "INTERRUPTED": 130}
+
+
+# ------------------------------------------------------------------------------------ -c and --json
+def test_json_goes_before_or_after_the_command(shop):
+    shop.cli("run", "--now", "2026-11-24T10:00")
+    before, after = shop.cli("--json", "status"), shop.cli("status", "--json")
+    assert before.code == after.code == 0, before.stderr + after.stderr
+    assert before.json()["states"] == after.json()["states"]
+    assert before.json()["states"]["sent"] == 2
+    refused = shop.cli("--json", "init", "elsewhere")
+    assert refused.code == ExitCode.CONFIG
+    assert "--json: `outreach init` has no JSON output" in refused.stderr
+    assert not (shop.root / "elsewhere").exists()
+
+
+def test_config_goes_before_or_after_the_command(shop, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = str(shop.root / "outreach.toml")
+
+    def outreach(*args: str):
+        return subprocess.run([sys.executable, "-m", "outreach", *args], cwd=elsewhere,
+                              capture_output=True, text=True, timeout=120)
+
+    ran = outreach("-c", config, "run", "--json", "--now", "2026-11-24T10:00")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["totals"]["sent"] == 2
+    again = outreach("run", "-c", config, "--json", "--now", "2026-11-25T10:00")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["totals"]["sent"] == 2
+    status = outreach("status", "--config", config, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["states"]["sent"] == 4
+    assert not (elsewhere / "outreach.db").exists()
+
+
+# ------------------------------------------------------------------------------------ no secrets
+@pytest.fixture
+def live_shop(shop):
+    shop.configure(channels=PROVIDERS)
+    return shop
+
+
+def test_commands_that_only_read_work_without_the_providers_secrets(live_shop):
+    p = live_shop
+    for args in (("status",), ("status", "--json"), ("history", "--customer", "c1"),
+                 ("plan", "--now", "2026-11-24T10:00"), ("preview", "news"),
+                 ("validate", "--offline")):
+        result = p.cli(*args, env=NO_SECRETS)
+        assert result.code == 0, (args, result.stdout, result.stderr)
+        assert "SENDGRID_API_KEY is not set" not in result.stdout + result.stderr or \
+            args[0] == "validate", args
+    preview = p.cli("preview", "news", "--json", env=NO_SECRETS).json()
+    assert preview["channels"]["email"]["fields"]["subject"] == "From the oven, Ani"
+    plan = p.cli("plan", "--json", "--now", "2026-11-24T10:00", env=NO_SECRETS).json()
+    assert {r["customer"]: r["channel"] for r in plan["candidates"]} == {"c1": "email",
+                                                                        "c2": "sms"}
+
+
+def test_validate_offline_says_which_secrets_it_did_not_check_and_plain_validate_refuses(live_shop):
+    offline = live_shop.cli("validate", "--offline", env=NO_SECRETS)
+    assert offline.code == 0, offline.stderr
+    assert "offline: the providers' secrets were not checked" in offline.stderr
+    for var in ("SENDGRID_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+        assert var in offline.stderr
+    as_json = live_shop.cli("validate", "--offline", "--json", env=NO_SECRETS).json()
+    assert as_json["ok"] is True and len(as_json["secrets_not_checked"]) == 3
+    plain = live_shop.cli("validate", env=NO_SECRETS)
+    assert plain.code == ExitCode.CONFIG
+    assert "the environment variable SENDGRID_API_KEY is not set" in plain.stderr
+    assert "the environment variable TWILIO_AUTH_TOKEN is not set" in plain.stderr
+
+
+def test_run_still_refuses_without_the_secrets(live_shop):
+    result = live_shop.cli("run", "--now", "2026-11-24T10:00", env=NO_SECRETS)
+    assert result.code == ExitCode.CONFIG
+    assert "SENDGRID_API_KEY is not set" in result.stderr
+    assert live_shop.messages() == []
