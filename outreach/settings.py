@@ -17,17 +17,28 @@ from typing import Any, Mapping
 
 from outreach.errors import Problem
 
-_DURATION_PART = re.compile(r"(\d+)\s*([wdhms])")
-_DURATION_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_DURATION_PART = re.compile(r"(\d+)\s*(mo|[ywdhms])")
+#: Each unit as a fixed length: a month is 30 days and a year 365 days, whatever the calendar says,
+#: so "1mo" is the same span in February as in July (the README says so).
+_DURATION_UNITS = {"y": timedelta(days=365), "mo": timedelta(days=30), "w": timedelta(weeks=1),
+                   "d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1),
+                   "s": timedelta(seconds=1)}
+_DURATION_EXPECTED = ("expected a duration: a whole number and a unit, s (seconds), m (minutes), "
+                      "h (hours), d (days), w (weeks), mo (months of 30 days) or y (years of 365 "
+                      "days), alone or combined as in \"1d12h\"")
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``"90d"``, ``"12h"``, ``"1d12h"``, ``"30m"`` or ``"0"`` into a timedelta.
+    """Parse ``"90d"``, ``"12h"``, ``"1d12h"``, ``"30m"``, ``"6mo"``, ``"1y"`` or ``"0"`` into a
+    timedelta (a month is 30 days, a year 365).
 
-    Raises ValueError with a sentence a marketer understands.
+    Raises ValueError with a sentence a marketer understands, listing the units.
     """
     if not isinstance(text, str):
-        raise ValueError("expected a duration such as \"7d\", \"12h\" or \"30m\"")
+        raise ValueError(f"{_DURATION_EXPECTED}, got {text!r}")
+    if re.search(r"\dM\b|\dM[^a-zA-Z]", text.strip() + " "):
+        raise ValueError(f"{_DURATION_EXPECTED}; \"M\" could be minutes or months: write m for "
+                         f"minutes, mo for months, got {text!r}")
     s = text.strip().lower()
     if s == "0":
         return timedelta(0)
@@ -36,10 +47,10 @@ def parse_duration(text: str) -> timedelta:
     for m in _DURATION_PART.finditer(s):
         if m.start() != pos and s[pos : m.start()].strip():
             break
-        total += timedelta(**{_DURATION_UNITS[m.group(2)]: int(m.group(1))})
+        total += int(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     if pos == 0 or s[pos:].strip():
-        raise ValueError(f"expected a duration such as \"7d\", \"12h\" or \"30m\", got {text!r}")
+        raise ValueError(f"{_DURATION_EXPECTED}, got {text!r}")
     return total
 
 
@@ -127,7 +138,8 @@ class Setting:
             "float": "a number",
             "number": "a number",
             "bool": "true or false",
-            "duration": 'a duration such as "7d" or "12h"',
+            "duration": 'a duration such as "7d" or "12h" (a whole number and a unit: s, m, h, '
+                        'd, w, mo = 30 days, y = 365 days; combined as in "1d12h")',
             "clock": 'a time of day such as "21:00"',
             "list": "a list of strings",
             "table": "a table",

@@ -156,3 +156,23 @@ def test_run_still_refuses_without_the_secrets(live_shop):
     assert result.code == ExitCode.CONFIG
     assert "SENDGRID_API_KEY is not set" in result.stderr
     assert live_shop.messages() == []
+
+
+# ------------------------------------------------------------------------------------ durations
+def test_a_month_is_30_days_and_a_year_365_and_a_wrong_unit_lists_the_units(shop):
+    shop.customers("c1,Ani,Petrosyan,ani@example.com,,Asia/Yerevan,hy,yes,no,")
+    shop.configure(caps='[[caps]]\nmax = 1\nper = "1mo"\n')
+    sent = [shop.cli("run", "--json", "--now", day).json()["totals"]["sent"]
+            for day in ("2026-11-01T10:00", "2026-11-30T10:00", "2026-12-01T10:00")]
+    assert sent == [1, 0, 1]  # 29 days after the first: capped; 30 days after: free again
+    shop.configure(caps='[[caps]]\nmax = 1\nper = "1y"\n')
+    assert shop.cli("validate", "--headers-only").code == 0
+    shop.configure(caps='[[caps]]\nmax = 1\nper = "3 months"\n')
+    refused = shop.cli("validate", "--headers-only")
+    assert refused.code == ExitCode.CONFIG
+    assert ('caps[0].per: expected a duration such as "7d" or "12h" (a whole number and a unit: '
+            's, m, h, d, w, mo = 30 days, y = 365 days; combined as in "1d12h")'
+            ) in refused.stderr
+    shop.configure(caps='[[caps]]\nmax = 1\nper = "1M"\n')
+    refused = shop.cli("validate", "--headers-only")
+    assert refused.code == ExitCode.CONFIG and "got '1M'" in refused.stderr
