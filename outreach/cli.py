@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,10 +32,13 @@ from outreach.run import check_campaign_names, execute, parse_now
 from outreach import scaffold
 from outreach.scaffold import EXAMPLES, PLUGIN_KINDS
 
-# Under cron or in a pipe there is no terminal width to respect: keep tables whole for the log.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+# Under cron or in a pipe there is no terminal width to respect: keep tables whole for the log
+# (unless COLUMNS says how wide to be).
+_FIXED = "COLUMNS" in os.environ
+out = Console(highlight=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() or _FIXED else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True,
-              width=None if sys.stderr.isatty() else 160)
+              width=None if sys.stderr.isatty() or _FIXED else 160)
 
 
 class _State:
@@ -54,6 +58,62 @@ class _State:
         """The deployment; ``secrets=False`` for a command that contacts no provider, so it works
         where the providers' secrets are not set (a laptop, a support shell)."""
         return load_project(self.config, self.plugins, only_valid=only_valid, secrets=secrets)
+
+
+def _shown(when: datetime | str | int | None, tz: tzinfo) -> str:
+    """A time for people: in the deployment's zone, to the second, with the zone's abbreviation
+    (``2026-11-24 09:00:00 PST``). JSON keeps ISO 8601 for machines."""
+    if when is None or when == "":
+        return ""
+    if isinstance(when, (int, float)):
+        when = from_epoch(int(when))
+    elif isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=tz)
+    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+#: The narrowest a column of names or reasons is made before a table gives way to lines.
+_WORDS = 12
+
+
+def _table(title: str, columns: Sequence[str], numbers: Sequence[str] = ()) -> Table:
+    """A table whose numbers and headers are never cut: the columns in ``numbers`` do not wrap,
+    others (names, reasons, times) wrap between words, and inside a word only past ``_WORDS``."""
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        if col in numbers:
+            table.add_column(col, justify="right", no_wrap=True)
+        else:
+            table.add_column(col, overflow="fold")
+    return table
+
+
+def _print_table(table: Table) -> None:
+    """Print ``table``; where the terminal is too narrow for it (every number whole, every column
+    of words at least as wide as its longest word, up to ``_WORDS``), each row becomes one line
+    of ``header value`` pairs instead, which the terminal wraps but never cuts."""
+    from rich.cells import cell_len
+
+    needed = len(table.columns) + 1  # the borders
+    for column in table.columns:
+        texts = [str(column.header), *(str(c) for c in column.cells)]
+        if column.no_wrap:
+            column.min_width = max(cell_len(t) for t in texts)
+        else:
+            column.min_width = min(_WORDS, max(cell_len(w) for t in texts for w in t.split() or [""]))
+        needed += column.min_width + 2  # the padding
+    if needed <= out.size.width:
+        out.print(table)
+        return
+    if table.title:
+        out.print(str(table.title), markup=False)
+    headers = [str(c.header) for c in table.columns]
+    for row in zip(*([str(cell) for cell in c.cells] for c in table.columns)):
+        first, *rest = row
+        out.print(f"{first}: " + ", ".join(f"{h} {v}" for h, v in zip(headers[1:], rest) if v),
+                  markup=False)
 
 
 def _emit_json(data: Any) -> None:
@@ -170,16 +230,12 @@ def new_plugin(kind: str, name: str, directory: Path | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------- run / plan
-def _print_report(report: RunReport) -> None:
-    table = Table(title=f"outreach {'dry run' if report.dry_run else 'run'} at {report.now}",
-                  title_justify="left")
-    table.add_column("campaign")
-    table.add_column("due")
-    for c in COUNTERS:
-        table.add_column(c, justify="right")
+def _print_report(report: RunReport, tz: tzinfo) -> None:
+    table = _table(f"outreach {'dry run' if report.dry_run else 'run'} at {_shown(report.now, tz)}",
+                   ("campaign", "due", *COUNTERS), numbers=COUNTERS)
     for rep in report.campaigns.values():
         table.add_row(rep.name, "yes" if rep.due else "no", *(str(getattr(rep, c)) for c in COUNTERS))
-    out.print(table)
+    _print_table(table)
     for rep in report.campaigns.values():
         if rep.error:
             out.print(f"[red]{rep.name}: {rep.error}[/red]")
@@ -208,12 +264,12 @@ def _print_audience_problems(report: RunReport) -> None:
         err.print(f"campaign left out: {problem}", markup=False)
 
 
-def _finish(report: RunReport, as_json: bool) -> None:
+def _finish(report: RunReport, as_json: bool, tz: tzinfo) -> None:
     """Print a run's report and exit with the code cron acts on."""
     if as_json:
         _emit_json(report.as_dict())
     else:
-        _print_report(report)
+        _print_report(report, tz)
     sys.exit(ExitCode.OK if report.ok else ExitCode.SEND_FAILED)
 
 
@@ -249,7 +305,7 @@ def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[
                           "shard(s) queued for the workers (`outreach status` follows them)",
                           markup=False)
             sys.exit(ExitCode.OK)
-        _finish(report, as_json)
+        _finish(report, as_json, project.tz)
     if wait:
         raise UsageError("--wait: only a run placed on workers ([workers] in outreach.toml) is "
                          "waited for; without them `outreach run` returns when it is done")
@@ -261,7 +317,7 @@ def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[
     finally:
         stop()
         ledger.close()
-    _finish(report, as_json)
+    _finish(report, as_json, project.tz)
 
 
 @cli.command()
@@ -288,13 +344,12 @@ def plan(state: _State, now_text: str | None, campaigns: Sequence[str], as_json:
                     "invalid_rows": {"count": report.row_problem_count,
                                      "first": report.row_problems}})
         return
-    table = Table(title=f"plan at {report.now}", title_justify="left")
-    for col in ("campaign", "customer", "channel", "decision", "not before", "reason"):
-        table.add_column(col)
+    table = _table(f"plan at {_shown(report.now, project.tz)}",
+                   ("campaign", "customer", "channel", "decision", "not before", "reason"))
     for r in rows:
-        table.add_row(r.campaign, r.customer, r.channel or "-", r.decision, r.not_before or "",
-                      r.reason)
-    out.print(table)
+        table.add_row(r.campaign, r.customer, r.channel or "-", r.decision,
+                      _shown(r.not_before, project.tz), r.reason)
+    _print_table(table)
     for rep in report.campaigns.values():
         if not rep.due:
             out.print(f"{rep.name}: not due ({rep.note})", markup=False)
@@ -328,7 +383,7 @@ def dispatch(state: _State, now_text: str | None, campaigns: Sequence[str], limi
     finally:
         stop()
         ledger.close()
-    _finish(report, as_json)
+    _finish(report, as_json, project.tz)
 
 
 @cli.command()
@@ -556,14 +611,15 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
         out.print(f"nothing recorded for customer {customer_id!r}", markup=False)
     for item in items:
         out.rule(f"{item['campaign']} · {item['channel']} · {item['state']}")
-        out.print(f"to {item['address']}, planned for {item['planned_for']}"
-                  + (f", sent {item['sent_at']}" if item["sent_at"] else "")
+        out.print(f"to {item['address']}, planned for {_shown(item['planned_for'], project.tz)}"
+                  + (f", sent {_shown(item['sent_at'], project.tz)}" if item["sent_at"] else "")
                   + (f" — {item['error']}" if item["error"] else ""), markup=False)
         for name, value in (item.get("content") or {}).items():
             out.print(f"[bold]{name}[/bold]")
             out.print(value, markup=False)
     for s in skipped:
-        out.print(f"not sent: {s['campaign']} ({s['outcome']}): {s['reason']}", markup=False)
+        out.print(f"not sent: {s['campaign']} ({s['outcome']}, {_shown(s['decided_at'], project.tz)})"
+                  f": {s['reason']}", markup=False)
 
 
 # ---------------------------------------------------------------------------------------- plugins
@@ -679,20 +735,22 @@ def status(state: _State, as_json: bool) -> None:
 
         print_status(out, scale)
     for p in problems:
-        out.print(f"  {p['count']} {p['state']}: {p['error']}", markup=False)
+        why = p["error"] or ("waiting for the time it was planned for" if p["state"] == "deferred"
+                             else "no reason recorded")
+        out.print(f"  {p['count']} {p['state']}: {why}", markup=False)
     for stopped in shown[0]["stopped_channels"] if shown else []:
         err.print(f"the last run stopped channel {stopped['channel']!r}: {stopped['reason']} "
                   f"({stopped['released']} message(s) left queued)", style="bold red",
                   markup=False)
-    table = Table(title="recent runs", title_justify="left")
-    for col in ("started", "finished", "command", "status", "sent", "failed", "unknown"):
-        table.add_column(col)
+    table = _table("recent runs", ("started", "finished", "command", "status", "sent", "failed",
+                                   "unknown"), numbers=("sent", "failed", "unknown"))
     for r in shown:
         t = r["totals"] or {}
-        table.add_row(r["started_at"], r["finished_at"] or "(running or stopped)", r["command"],
+        table.add_row(_shown(r["started_at"], project.tz),
+                      _shown(r["finished_at"], project.tz) or "(running or stopped)", r["command"],
                       r["status"], str(t.get("sent", "")), str(t.get("failed", "")),
                       str(t.get("unknown", "")))
-    out.print(table)
+    _print_table(table)
 
 
 @cli.command()
@@ -806,8 +864,8 @@ def _resend_failed(project: Project, campaigns: Sequence[str], since_text: str |
             out.print(f"  {g['count']} × {g['campaign']} · {g['channel']}: {g['error']}",
                       markup=False)
         for r in rows:
-            out.print(f"  {r['key']}  {r['channel']} → {r['address']} (failed {r['failed_at']})",
-                      markup=False)
+            out.print(f"  {r['key']}  {r['channel']} → {r['address']} (failed "
+                      f"{_shown(r['failed_at'], project.tz)})", markup=False)
         if total > len(rows):
             out.print(f"  … and {total - len(rows)} more", markup=False)
     if kept:

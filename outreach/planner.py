@@ -652,6 +652,9 @@ class Planner:
             "category": a.campaign.category, "priority": a.campaign.priority,
             "state": "deferred" if later else "queued", "not_before": at, "due_at": at,
             "run_id": self.run_id,
+            # Why a deferred message waits (quiet hours, a delay), for `outreach status`; sending
+            # it clears this, as it clears a retry's error.
+            "error": (a.defer_reason or "waits for its delay") if later else None,
         }
 
     def _skip_row(self, campaign: Campaign, cand: Candidate, outcome: str, reason: str) -> dict[str, Any]:

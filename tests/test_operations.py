@@ -4,6 +4,7 @@ that only read working without the providers' secrets, times and tables people c
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -176,3 +177,45 @@ def test_a_month_is_30_days_and_a_year_365_and_a_wrong_unit_lists_the_units(shop
     shop.configure(caps='[[caps]]\nmax = 1\nper = "1M"\n')
     refused = shop.cli("validate", "--headers-only")
     assert refused.code == ExitCode.CONFIG and "got '1M'" in refused.stderr
+
+
+# ------------------------------------------------------------------------------------ times, tables
+QUIET_SMS = '[quiet_hours]\nsms = { start = "21:00", end = "08:00" }\nemail = false\n'
+
+
+def test_times_are_in_the_deployments_zone_to_the_second_and_deferred_messages_say_why(shop):
+    shop.configure(quiet_hours=QUIET_SMS)  # America/Los_Angeles; Juan is in Asia/Manila
+    # 10:00 in Los Angeles is 02:00 in Manila: Juan's SMS waits until 08:00 there, 16:00 here.
+    plan = shop.cli("plan", "--now", "2026-11-24T10:00", env={"COLUMNS": "200"})
+    assert plan.code == 0, plan.stderr
+    assert "plan at 2026-11-24 10:00:00 PST" in plan.stdout
+    assert "2026-11-24 16:00:00 PST" in plan.stdout and "+08:00" not in plan.stdout
+    assert shop.cli("run", "--now", "2026-11-24T10:00").code == 0
+    status = shop.cli("status", env={"COLUMNS": "200"})
+    assert "1 deferred: quiet hours 21:00–08:00 in Asia/Manila" in status.stdout, status.stdout
+    assert "None" not in status.stdout
+    assert re.search(r"│ 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d PST", status.stdout), status.stdout
+    history = shop.cli("history", "--customer", "c2")
+    assert "planned for 2026-11-24 16:00:00 PST" in history.stdout, history.stdout
+    ani = shop.cli("history", "--customer", "c1")
+    assert re.search(r"planned for 2026-11-24 10:00:00 PST, sent 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d "
+                     r"PST", ani.stdout), ani.stdout
+    as_json = shop.cli("history", "--customer", "c2", "--json").json()
+    assert as_json["messages"][0]["planned_for"] == "2026-11-25T00:00:00+00:00"  # machines: ISO
+
+
+@pytest.mark.parametrize("columns", ["80", "60"])
+def test_narrow_terminals_never_cut_a_number(sqlite_project, columns):
+    p = sqlite_project
+    p.customers("\n".join(f"c{i},N{i},P,c{i}@example.com,,,en,yes,no," for i in range(1234)))
+    p.campaign("a-campaign-with-a-long-name", NEWS)
+    run = p.cli("run", "--dry-run", "--now", "2026-11-24T10:00", env={"COLUMNS": columns})
+    assert run.code == 0, run.stderr
+    assert "…" not in run.stdout
+    assert re.search(r"\bselected 1234\b.*\bqueued 1234\b", run.stdout), run.stdout
+    assert "a-campaign-with-a-long-name" in run.stdout
+    wide = p.cli("run", "--dry-run", "--now", "2026-11-24T10:00", env={"COLUMNS": "200"})
+    assert "┃ campaign" in wide.stdout and re.search(r"│\s+1234 │", wide.stdout), wide.stdout
+    p.cli("run", "--now", "2026-11-24T10:00")
+    status = p.cli("status", env={"COLUMNS": columns})
+    assert "…" not in status.stdout and "1234" in status.stdout, status.stdout
