@@ -550,7 +550,7 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
             try:
                 rendered[name] = templates.render(name, source, variables)
             except Exception as exc:  # noqa: BLE001 - shown to the user as the render failure it is
-                rendered[name] = f"!! cannot render: {type(exc).__name__}: {exc}"
+                rendered[name] = f"!! cannot render: {templates.describe_error(exc)}"
         channel_obj = project.channels[ch].create()
         rendered_problems = channel_obj.check_rendered(rendered, camp.templates[ch].options)
         if project.channels[ch].cls.address == "phone" and "body" in rendered:

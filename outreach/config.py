@@ -863,7 +863,7 @@ def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig], plugin
                     key = f"{ch}.{locale}.{field_name}" if locale and field_name in \
                         tmpl.locales[locale] else f"{ch}.{field_name}"
                     problems.append(Problem(f, key, f"fails on a sample customer: "
-                                                    f"{type(exc).__name__}: {exc}"))
+                                                    f"{templates.describe_error(exc)}"))
             if len(rendered) == len(fields):
                 for message in channel.check_rendered(rendered, tmpl.options):
                     key = f"{ch}.{locale}" if locale else ch

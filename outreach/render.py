@@ -40,7 +40,7 @@ def render_stored(content: Mapping[str, Any], channel: str, locale: str,
         try:
             out[name] = templates.render(name, source, variables)
         except Exception as exc:  # noqa: BLE001 - any template failure fails this message only
-            raise RenderError(f"{name}: {type(exc).__name__}: {exc}") from None
+            raise RenderError(f"{name}: {templates.describe_error(exc)}") from None
     options = spec.get("options")
     return out, dict(options) if options else {}
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from jinja2 import StrictUndefined, TemplateError, nodes
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 
 from outreach.localise import FILTERS as LOCALISED_FILTERS
 
@@ -35,6 +36,70 @@ MAX_OUTPUT = 100_000
 MAX_SECONDS = 2.0
 #: A format string asking for a field at least this wide (%999999d, {:999999}) is refused.
 _WIDE = re.compile(r"[%:][^%{}a-zA-Z]*\d{6,}")
+
+
+#: The variables of the render in progress: an undefined name's message says which variable it
+#: was read from and what that variable has, in the template's own words.
+_VARIABLES: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "outreach_render_variables", default=None)
+
+
+def _names_of(value: Any) -> list[str] | None:
+    """The names a template can read on ``value`` (a mapping's keys, and for a sample record the
+    audience's columns too), or None for a value that is not a record."""
+    if not isinstance(value, Mapping):
+        return None
+    names = {str(k) for k in value if not str(k).startswith("_")}
+    known = value.__dict__.get("_known") if hasattr(value, "__dict__") else None
+    if isinstance(known, (set, frozenset)):
+        names |= {str(k) for k in known if not str(k).startswith("_")}
+    return sorted(names)
+
+
+def _label(value: Any, variables: Mapping[str, Any]) -> str:
+    """How the template names ``value``: ``customer``, ``event.details``, or "the value"."""
+    for name, top in variables.items():
+        if top is value:
+            return name
+    for name, top in variables.items():
+        if isinstance(top, Mapping):
+            for key, inner in top.items():
+                if inner is value:
+                    return f"{name}.{key}"
+    return "the value"
+
+
+class _Undefined(StrictUndefined):
+    """StrictUndefined whose message a marketer can act on: ``customer.frist_name is undefined;
+    customer has: email, first_name, …`` rather than Python's class names."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        variables = _VARIABLES.get() or {}
+        name = self._undefined_name
+        if self._undefined_obj is missing:
+            known = ", ".join(sorted(k for k in variables if not k.startswith("_")))
+            return f"{name} is undefined" + (f"; the variables are: {known}" if known else "")
+        label = _label(self._undefined_obj, variables)
+        what = f"{label}.{name}" if isinstance(name, str) else f"{label}[{name!r}]"
+        names = _names_of(self._undefined_obj)
+        if names is None:
+            return f"{what} is undefined"
+        return f"{what} is undefined; {label} has: {', '.join(names) or 'nothing'}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A render failure as a sentence for the person who wrote the template: an undefined name
+    or a sandbox refusal as it is, other errors with their kind."""
+    if isinstance(exc, (UndefinedError, SecurityError)):
+        return str(exc)
+    if isinstance(exc, TemplateSyntaxError):
+        return f"template error (line {exc.lineno}): {exc.message or exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _size(value: Any) -> int | None:
@@ -131,7 +196,7 @@ class _GuardLoops:
 
 def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
     env = _Sandbox(
-        undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=False,
+        undefined=_Undefined, autoescape=autoescape, keep_trailing_newline=False,
         trim_blocks=True, lstrip_blocks=True,
     )
     # Campaign templates are self-contained: no {% include %} or {% import %} of other files.
@@ -197,6 +262,7 @@ def render(field: str, source: str, variables: Mapping[str, Any]) -> str:
     parts: list[str] = []
     size = 0
     token = _DEADLINE.set(deadline)
+    names = _VARIABLES.set(variables)
     try:
         for piece in compile_template(field, source).generate(**variables):
             size += len(piece)
@@ -207,6 +273,7 @@ def render(field: str, source: str, variables: Mapping[str, Any]) -> str:
             parts.append(piece)
     finally:
         _DEADLINE.reset(token)
+        _VARIABLES.reset(names)
     return "".join(parts)
 
 
@@ -229,7 +296,11 @@ def compile_where(expression: str):
 
 def evaluate_where(expression: str, customer_view: Mapping[str, Any]) -> bool:
     """True when ``customer_view`` passes the filter; raises jinja2.TemplateError when it cannot."""
-    return bool(compile_where(expression)(customer=customer_view))
+    token = _VARIABLES.set({"customer": customer_view})
+    try:
+        return bool(compile_where(expression)(customer=customer_view))
+    finally:
+        _VARIABLES.reset(token)
 
 
 def referenced_fields(sources: Iterable[str], name: str = "customer") -> set[str] | None:

@@ -219,3 +219,20 @@ def test_narrow_terminals_never_cut_a_number(sqlite_project, columns):
     p.cli("run", "--now", "2026-11-24T10:00")
     status = p.cli("status", env={"COLUMNS": columns})
     assert "…" not in status.stdout and "1234" in status.stdout, status.stdout
+
+
+# ------------------------------------------------------------------------------------ templates
+def test_an_undefined_name_is_named_with_what_exists_and_no_python_class_names(shop):
+    shop.file("templates/news.txt", "Dear {{ customer.frist_name }},\nFresh gata on Friday.\n")
+    shop.campaign("news", NEWS.replace('body = "Fresh gata on Friday."',
+                                       'body_file = "templates/news.txt"'))
+    result = shop.cli("validate", "--headers-only")
+    assert result.code == ExitCode.CONFIG
+    assert ("campaigns/news.toml: email.body: fails on a sample customer: customer.frist_name is "
+            "undefined; customer has: ") in result.stderr, result.stderr
+    listed = result.stderr.split("customer has: ")[1].splitlines()[0].split(", ")
+    assert {"first_name", "email", "last_name", "tags"} <= set(listed)
+    assert "object" not in result.stderr and "Error" not in result.stderr
+    shop.file("templates/news.txt", "Dear {{ custmer.first_name }}")
+    result = shop.cli("validate", "--headers-only")
+    assert "custmer is undefined; the variables are: customer" in result.stderr, result.stderr

@@ -258,7 +258,8 @@ def test_observer_and_context_hooks(sqlite_project, observed):
     assert observed["failed"] == [("n:20261124T170000Z:c2", "failed")]
     assert report.campaigns["n"].failed == 1
     [failed] = [m for m in sqlite_project.messages() if m["state"] == "failed"]
-    assert failed["error"].startswith("cannot render: body: UndefinedError: 'missing' is undefined")
+    assert failed["error"].startswith("cannot render: body: missing is undefined; the variables "
+                                      "are: customer, ")
     assert sqlite_project.outbox("email")[0]["subject"] == "News from Saffron & Sourdough"
     from click.testing import CliRunner
 
