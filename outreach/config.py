@@ -127,10 +127,10 @@ class ChannelTemplates:
     options: dict[str, Any]
 
     def for_locale(self, locale: str) -> dict[str, str]:
-        """The templates for a customer's locale: exact tag, then language, then the default."""
+        """The templates for a customer's locale, field by field: exact tag, then language, then
+        the default (:func:`outreach.templates.locale_chain`)."""
         merged = dict(self.fields)
-        variant = pick_locale(locale, self.locales)
-        if variant:
+        for variant in templates.locale_chain(locale, self.locales):
             merged.update(self.locales[variant])
         return merged
 

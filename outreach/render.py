@@ -11,7 +11,6 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from outreach import templates
-from outreach.config import pick_locale
 
 
 class RenderError(Exception):
@@ -32,9 +31,11 @@ def render_stored(content: Mapping[str, Any], channel: str, locale: str,
     fields = spec["fields"]
     locales = spec.get("locales")
     if locales and locale:
-        variant = _pick(locale, tuple(locales))
-        if variant:
-            fields = {**fields, **locales[variant]}
+        chain = _chain(locale, tuple(locales))
+        if chain:
+            fields = dict(fields)
+            for variant in chain:  # general first, so each field comes from the most specific
+                fields.update(locales[variant])
     out = {}
     for name, source in fields.items():
         try:
@@ -46,6 +47,6 @@ def render_stored(content: Mapping[str, Any], channel: str, locale: str,
 
 
 @lru_cache(maxsize=1024)
-def _pick(locale: str, available: tuple[str, ...]) -> str | None:
-    """:func:`outreach.config.pick_locale`, remembered per (locale, locales written)."""
-    return pick_locale(locale, dict.fromkeys(available))
+def _chain(locale: str, available: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`outreach.templates.locale_chain`, remembered per (locale, locales written)."""
+    return templates.locale_chain(locale, available)

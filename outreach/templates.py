@@ -92,6 +92,26 @@ class _Undefined(StrictUndefined):
         return f"{what} is undefined; {label} has: {', '.join(names) or 'nothing'}"
 
 
+def locale_chain(locale: str, available: Iterable[str]) -> tuple[str, ...]:
+    """The locale tables written (``available``) that apply to ``locale``, general first:
+    ``hy-AM`` → ``("hy", "hy-AM")`` when both are written.
+
+    Each field is taken from the most specific table that has it, then the next, then the default
+    templates: a ``[email.hy-AM]`` that only sets the subject still gets ``[email.hy]``'s body,
+    not the default one (an Armenian subject over an English body).
+    """
+    if not locale:
+        return ()
+    lowered = {k.lower(): k for k in available}
+    wanted = locale.replace("_", "-").lower()
+    found: list[str] = []
+    while wanted:
+        if wanted in lowered:
+            found.append(lowered[wanted])
+        wanted = wanted.rpartition("-")[0]
+    return tuple(reversed(found))
+
+
 def describe_error(exc: BaseException) -> str:
     """A render failure as a sentence for the person who wrote the template: an undefined name
     or a sandbox refusal as it is, other errors with their kind."""

@@ -236,3 +236,47 @@ def test_an_undefined_name_is_named_with_what_exists_and_no_python_class_names(s
     shop.file("templates/news.txt", "Dear {{ custmer.first_name }}")
     result = shop.cli("validate", "--headers-only")
     assert "custmer is undefined; the variables are: customer" in result.stderr, result.stderr
+
+
+# ------------------------------------------------------------------------------------ languages
+MIXED = '''
+rule = "newsletter"
+schedule = "0 9 * * *"
+start = "2026-11-01"
+channels = ["email"]
+[email]
+subject = "Fresh gata, {{ customer.first_name }}"
+body = "Fresh gata on Friday."
+[email.hy]
+subject = "Թարմ գաթա, {{ customer.first_name }}"
+body = "Ուրբաթ օրը թարմ գաթա։"
+[email.hy-AM]
+subject = "Թարմ գաթա Երևանում, {{ customer.first_name }}"
+'''
+
+
+def test_each_field_falls_back_from_the_region_to_the_language_to_the_default(sqlite_project):
+    p = sqlite_project
+    p.customers("""
+        c1,Ani,Petrosyan,ani@example.com,,Asia/Yerevan,hy-AM,yes,no,
+        c2,Aram,Sargsyan,aram@example.com,,Asia/Yerevan,hy,yes,no,
+        c3,Jane,Doe,jane@example.com,,Europe/London,en-GB,yes,no,
+    """)
+    p.campaign("news", MIXED)
+    preview = p.cli("preview", "news", "--customer", "c1", "--json", "--now", "2026-11-24T10:00")
+    assert preview.code == 0, preview.stderr
+    fields = preview.json()["channels"]["email"]["fields"]
+    assert fields == {"subject": "Թարմ գաթա Երևանում, Ani", "body": "Ուրբաթ օրը թարմ գաթա։"}
+    shown = p.cli("preview", "news", "--customer", "c1", "--now", "2026-11-24T10:00")
+    assert "Ուրբաթ օրը թարմ գաթա։" in shown.stdout and "Fresh gata" not in shown.stdout
+    run = p.cli("run", "--json", "--now", "2026-11-24T10:00")
+    assert run.code == 0, run.stderr
+    sent = {m["to"]: (m["subject"], m["body"]) for m in p.outbox("email")}
+    assert sent == {
+        "ani@example.com": ("Թարմ գաթա Երևանում, Ani", "Ուրբաթ օրը թարմ գաթա։"),
+        "aram@example.com": ("Թարմ գաթա, Aram", "Ուրբաթ օրը թարմ գաթա։"),
+        "jane@example.com": ("Fresh gata, Jane", "Fresh gata on Friday."),
+    }
+    history = p.cli("history", "--customer", "c1", "--json").json()
+    assert history["messages"][0]["content"] == {"subject": "Թարմ գաթա Երևանում, Ani",
+                                                 "body": "Ուրբաթ օրը թարմ գաթա։"}
