@@ -733,7 +733,7 @@ def status(state: _State, as_json: bool) -> None:
     if scale is not None:
         from outreach.workers.status import print_status
 
-        print_status(out, scale)
+        print_status(out, scale, lambda t: _shown(t, project.tz))
     for p in problems:
         why = p["error"] or ("waiting for the time it was planned for" if p["state"] == "deferred"
                              else "no reason recorded")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -46,13 +46,14 @@ def workers_status(ledger: Ledger) -> dict[str, Any] | None:
             "alive": sum(1 for w in workers if w["alive"])}
 
 
-def print_status(out: Console, status: dict[str, Any]) -> None:
-    """The human form."""
+def print_status(out: Console, status: dict[str, Any],
+                 when: Callable[[str | None], str] = lambda t: t or "") -> None:
+    """The human form; ``when`` shows a stored ISO time to people (the deployment's zone)."""
     table = Table(title=f"workers ({status['alive']} alive)", title_justify="left")
     for col in ("worker", "alive", "last seen", "jobs", "doing"):
         table.add_column(col)
     for w in status["workers"]:
-        table.add_row(w["name"], "yes" if w["alive"] else "no", w["seen"],
+        table.add_row(w["name"], "yes" if w["alive"] else "no", when(w["seen"]),
                       f"{w['jobs']}/{w['concurrency']}", w["doing"])
     out.print(table)
     if status["shards"]:
@@ -61,7 +62,7 @@ def print_status(out: Console, status: dict[str, Any]) -> None:
             table.add_column(col)
         for s in status["shards"]:
             table.add_row(f"{s['shard'] + 1}/{s['of']}", s["state"], s["worker"] or "",
-                          s["started"] or "", s["finished"] or "", s["error"] or "")
+                          when(s["started"]), when(s["finished"]), s["error"] or "")
         out.print(table)
     jobs = status["jobs"]
     out.print("jobs in flight: " + (", ".join(
