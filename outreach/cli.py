@@ -147,8 +147,9 @@ def _progress(enabled: bool):
 
 
 def _config_after_command(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
-    if value is not None:
-        ctx.find_object(_State).config = find_config(value)
+    state = ctx.find_object(_State)
+    if value is not None and state is not None:
+        state.config = find_config(value)
 
 
 class _Outreach(click.Group):

@@ -12,7 +12,6 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Mapping
@@ -111,11 +110,16 @@ class ChannelConfig:
         return self.cls(self.name, settings)
 
 
-@lru_cache(maxsize=None)
+_BARE: dict[type[Channel], type[Channel]] = {}
+
+
 def _without_provider(cls: type[Channel]) -> type[Channel]:
     """``cls`` with the base class's constructor and ``close``: its checks, none of its client."""
-    return type(cls.__name__, (cls,), {"__init__": Channel.__init__, "close": Channel.close,
-                                       "__module__": cls.__module__})
+    if cls not in _BARE:
+        _BARE[cls] = type(cls.__name__, (cls,), {"__init__": Channel.__init__,
+                                                 "close": Channel.close,
+                                                 "__module__": cls.__module__})
+    return _BARE[cls]
 
 
 @dataclass
