@@ -129,6 +129,9 @@ class ChannelTemplates:
     fields: dict[str, str]
     locales: dict[str, dict[str, str]]
     options: dict[str, Any]
+    #: The file each ``FIELD_file`` template was read from, by key (``body``, ``hy.body``), so a
+    #: problem with it names the file the person edits.
+    files: dict[str, str] = field(default_factory=dict)
 
     def for_locale(self, locale: str) -> dict[str, str]:
         """The templates for a customer's locale, field by field: exact tag, then language, then
@@ -678,6 +681,7 @@ def _load_channel_templates(table: dict[str, Any], channel: ChannelConfig, ch: s
                             problems: list[Problem]) -> ChannelTemplates | None:
     cls = channel.cls
     before = len(problems)
+    files: dict[str, str] = {}
 
     def fields_of(tbl: dict[str, Any], prefix: str, allow_locales: bool):
         fields: dict[str, str] = {}
@@ -701,10 +705,12 @@ def _load_channel_templates(table: dict[str, Any], channel: ChannelConfig, ch: s
             if field_name in cls.template_fields:
                 if key.endswith("_file"):
                     try:
-                        value = templates.read_template_file(root, value)
+                        text = templates.read_template_file(root, value)
                     except ValueError as exc:
                         problems.append(Problem(f, path, str(exc)))
                         continue
+                    files[path.split(".", 1)[1][:-5]] = value
+                    value = text
                 if not isinstance(value, str):
                     problems.append(Problem(f, path, "expected a template string"))
                     continue
@@ -731,7 +737,7 @@ def _load_channel_templates(table: dict[str, Any], channel: ChannelConfig, ch: s
     instance.close()
     if len(problems) > before:
         return None
-    return ChannelTemplates(fields, locales, resolved.values)
+    return ChannelTemplates(fields, locales, resolved.values, files)
 
 
 def _seal(campaign: Campaign) -> None:
@@ -864,10 +870,12 @@ def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig], plugin
                 try:
                     rendered[field_name] = templates.render(field_name, source, variables)
                 except Exception as exc:  # noqa: BLE001 - sandbox refusals are not all TemplateErrors
-                    key = f"{ch}.{locale}.{field_name}" if locale and field_name in \
-                        tmpl.locales[locale] else f"{ch}.{field_name}"
-                    problems.append(Problem(f, key, f"fails on a sample customer: "
-                                                    f"{templates.describe_error(exc)}"))
+                    own = f"{locale}.{field_name}" if locale and field_name in \
+                        tmpl.locales[locale] else field_name
+                    where = f" ({tmpl.files[own]})" if own in tmpl.files else ""
+                    problems.append(Problem(f, f"{ch}.{own}", f"fails on a sample customer"
+                                                              f"{where}: "
+                                                              f"{templates.describe_error(exc)}"))
             if len(rendered) == len(fields):
                 for message in channel.check_rendered(rendered, tmpl.options):
                     key = f"{ch}.{locale}" if locale else ch

@@ -228,8 +228,8 @@ def test_an_undefined_name_is_named_with_what_exists_and_no_python_class_names(s
                                        'body_file = "templates/news.txt"'))
     result = shop.cli("validate", "--headers-only")
     assert result.code == ExitCode.CONFIG
-    assert ("campaigns/news.toml: email.body: fails on a sample customer: customer.frist_name is "
-            "undefined; customer has: ") in result.stderr, result.stderr
+    assert ("campaigns/news.toml: email.body: fails on a sample customer (templates/news.txt): "
+            "customer.frist_name is undefined; customer has: ") in result.stderr, result.stderr
     listed = result.stderr.split("customer has: ")[1].splitlines()[0].split(", ")
     assert {"first_name", "email", "last_name", "tags"} <= set(listed)
     assert "object" not in result.stderr and "Error" not in result.stderr
