@@ -524,7 +524,8 @@ class CustomerCache:
     """
 
     _BATCH = 10_000
-    _BLOCK = 1 << 16
+    #: Bytes hashed at each end of the file: the header and first rows, the last rows.
+    _BLOCK = 4096
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
