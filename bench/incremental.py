@@ -82,17 +82,15 @@ def working_copy(pristine: Path) -> Path:
 def run(out: Path, now: datetime, *extra: str) -> dict:
     """One measured ``outreach run`` child: wall, bytes read in all and after start-up, report."""
     cmd = [_common.PYTHON, "-c", MEASURED, "run", "--json", "--now", now.isoformat(), *extra]
-    started = time.perf_counter()
     env = base_env(OUTREACH_PLUGINS="")
     # As installed: Python's compiled files are written once and read on every start.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=3600)
-    wall = time.perf_counter() - started
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"outreach run failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    total, start = (int(x) for x in proc.stderr.rsplit("@@read ", 1)[1].split())
-    return {"wall": wall, "rchar": total, "after_startup": total - start,
-            "report": json.loads(proc.stdout)}
+    wall, _, code, stdout, stderr = _common.run_measured(cmd, cwd=out, env=env, timeout=3600)
+    if code not in (0, 1):
+        raise SystemExit(f"outreach run failed ({code}): {stderr[-3000:]}")
+    total, start = (int(x) for x in stderr.rsplit("@@read ", 1)[1].split())
+    return {"wall": wall, "cpu": _common.LAST_CPU[0], "rchar": total,
+            "after_startup": total - start, "report": json.loads(stdout)}
 
 
 def append_purchases(out: Path, now: datetime, n: int, seq: int) -> None:
@@ -142,7 +140,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"first event-only run (builds the customers' keyed copy): {first['wall']:.2f} s, "
           f"read {first['rchar'] / 1e6:,.1f} MB ({first['report']['planning']})")
 
-    walls, reads, after, passes = [], [], [], []
+    walls, cpus, reads, after, passes = [], [], [], [], []
     for k in range(1, a.repeat + 1):
         now += timedelta(minutes=5)
         append_purchases(out, now, 10, k)
@@ -154,9 +152,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         size_now = sum(f.stat().st_size for f in files)
         passes.append(csv_pass(files))
         walls.append(r["wall"])
+        cpus.append(r["cpu"])
         reads.append(r["rchar"] / size_now)
         after.append(r["after_startup"] / size_now)
-        print(f"event-only run {k}: {r['wall']:.2f} s wall, read {r['rchar'] / 1e6:.1f} MB "
+        print(f"event-only run {k}: {r['wall']:.2f} s wall ({r['cpu']:.2f} s CPU), read {r['rchar'] / 1e6:.1f} MB "
               f"({r['after_startup'] / 1e3:,.0f} kB after start-up) of {size_now / 1e6:,.0f} MB "
               f"of audience files; thank-you queued {thanks['queued']}; csv.reader pass "
               f"{passes[-1]:.2f} s")
@@ -164,6 +163,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bare = statistics.median(passes)
     return [figure(f"incremental_wall_{size}", wall, "s", "<= 1 s at 1,000,000",
                    csv_reader_pass=bare, ratio=wall / bare),
+            figure(f"incremental_cpu_{size}", statistics.median(cpus), "s"),
             figure(f"incremental_read_share_{size}", 100 * statistics.median(reads), "%",
                    "<= 1 % at 1,000,000"),
             figure(f"incremental_read_after_startup_share_{size}", 100 * statistics.median(after),
