@@ -37,12 +37,13 @@ not yet in the customers file when the event was read.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from outreach.audience import Customer, Event, EventCursor, Profile, Source
 
 if TYPE_CHECKING:
     from outreach.config import Campaign
+    from outreach.ledger import Ledger
     from outreach.planner import Planner
 
 #: The stream of a source's events (one per source today).
@@ -203,7 +204,7 @@ def _run(planner: "Planner", due: Sequence[tuple["Campaign", datetime | None]], 
     if planner.progress:
         planner.progress(0, len(seen))
     held = _HeldWrites(ledger)
-    planner.ledger = held
+    planner.ledger = cast("Ledger", held)
     try:
         for n, customers in enumerate(batches, 1):
             recheck.batch(customers)
