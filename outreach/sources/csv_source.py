@@ -601,8 +601,11 @@ class CustomerCache:
                 db.executemany(sql, batch)
             db.execute("INSERT INTO meta VALUES ('signature', ?)", (signature,))
             db.execute("COMMIT")
-        finally:
+        except BaseException:
             db.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        db.close()
         os.replace(tmp, file)
 
     def rows(self, ids: list[str]) -> Iterator[tuple[int, list[str]]]:
