@@ -21,6 +21,7 @@ from croniter import croniter
 from jinja2 import TemplateError
 
 from outreach import templates
+from outreach.addresses import region_problem
 from outreach.audience import Source
 from outreach.channel import Channel
 from outreach.errors import ConfigError, Problem
@@ -176,6 +177,8 @@ class Project:
     workers: WorkersConfig | None = None
     #: The language of the campaigns' default templates (the sample customer's).
     locale: str = "en"
+    #: The region of phone numbers written without ``+country`` (``phone_region``), or None.
+    phone_region: str | None = None
 
     def source(self) -> Source:
         """A fresh audience source, told which attributes the campaigns' rules read as dates."""
@@ -195,6 +198,9 @@ _DEPLOYMENT_KEYS = {
     "ledger": Setting("str", default="sqlite:///outreach.db",
                       help="where decisions are recorded: sqlite:///FILE (relative to this file's "
                            "folder) or postgresql://USER@HOST/DB (needs outreach[postgresql])"),
+    "phone_region": Setting("str", help="the region (\"US\") of phone numbers written without "
+                                        "+country code: in outreach suppress, and in the audience "
+                                        "unless [audience] phone_region says otherwise"),
     "batch_size": Setting("int", default=2000, minimum=1, help="customers per planning batch"),
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
@@ -319,6 +325,16 @@ def load_project(
         if name in data and not isinstance(data[name], (dict, list)):
             problems.append(Problem(f, name, "expected a table"))
     source_cls, source_settings = _load_audience(data.get("audience", {}), plugins, f, root, problems)
+    phone_region = base.values.get("phone_region")
+    if phone_region is not None:
+        why = region_problem(phone_region)
+        if why:
+            problems.append(Problem(f, "phone_region", why))
+        phone_region = phone_region.upper()
+        if "phone_region" in source_cls.settings and source_settings.get("phone_region") is None:
+            source_settings["phone_region"] = phone_region  # the deployment's is the default
+    elif isinstance(source_settings.get("phone_region"), str):
+        phone_region = source_settings["phone_region"].upper()
     quiet = _load_quiet_hours(data.get("quiet_hours", {}), f, problems)
     unavailable: dict[str, str] = {}
     channels = _load_channels(data.get("channels", {}), plugins, quiet, f, root, environ, problems,
@@ -367,7 +383,7 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
-        workers=workers,
+        workers=workers, phone_region=phone_region,
     )
 
 

@@ -920,16 +920,72 @@ class Ledger:
                                             error=None, updated_at=wall_clock())).rowcount
 
     # ------------------------------------------------------------------ suppressions
+    # Addresses are stored normalised (outreach.addresses): callers normalise before they call.
     def suppress(self, kind: str, address: str, reason: str, source: str) -> bool:
         """Add an address to the suppression list. False when it was already there."""
+        return self.suppress_many([(kind, address)], reason, source) == 1
+
+    def suppress_many(self, pairs: Sequence[tuple[str, str]], reason: str, source: str) -> int:
+        """Add (kind, address) pairs in one transaction, set-wise; returns how many were new.
+
+        ``INSERT … ON CONFLICT DO NOTHING`` executemany'd: an address already listed keeps its
+        first reason, and no read precedes the write.
+        """
+        pairs = list(dict.fromkeys(pairs))
+        if not pairs:
+            return 0
+        stamp = int(wall_clock())
+        mark = "?" if self.is_sqlite else "%s"
+        sql = (f"INSERT INTO suppressions (kind, address, reason, source, created_at) "
+               f"VALUES ({mark}, {mark}, {mark}, {mark}, {stamp}) "
+               "ON CONFLICT (kind, address) DO NOTHING")
+        values = [(kind, address, reason, source) for kind, address in pairs]
         with self.engine.begin() as conn:
-            exists = conn.execute(select(suppressions.c.id).where(
-                suppressions.c.kind == kind, suppressions.c.address == address)).first()
-            if exists:
-                return False
-            conn.execute(insert(suppressions).values(kind=kind, address=address, reason=reason,
-                                                     source=source, created_at=wall_clock()))
-            return True
+            if self.is_sqlite:
+                raw = _sqlite3_of(conn)
+                before = raw.total_changes
+                raw.executemany(sql, values)
+                return raw.total_changes - before
+            return conn.exec_driver_sql(sql, values).rowcount
+
+    def normalize_suppressions(self, region: str | None) -> list[dict[str, Any]]:
+        """Rewrite entries stored before addresses were normalised (``(503) 555-0104``,
+        ``Jane.Doe@example.com``) in the form they are compared in, so that they match again.
+
+        Only rows that cannot already be in normal form are read (a phone number that is not
+        ``+digits``, an email address with capitals or surrounding spaces). A row whose normal
+        form is listed too is dropped (the older entry, with its reason, stays). Returns the
+        entries that still cannot be normalised (a national number and no ``phone_region``).
+        """
+        from outreach.addresses import normalize
+
+        odd = text("SELECT id, kind, address FROM suppressions WHERE "
+                   "(kind = 'phone' AND (substr(address, 1, 1) <> '+' OR address LIKE '% %' OR "
+                   "address LIKE '%-%' OR address LIKE '%(%' OR address LIKE '%.%')) OR "
+                   "(kind = 'email' AND (address <> lower(address) OR address <> trim(address)))")
+        with self.reader.connect() as conn:
+            rows = conn.execute(odd).all()
+        if not rows:
+            return []
+        left: list[dict[str, Any]] = []
+        fixes: list[tuple[int, str, str]] = []
+        for id_, kind, address in rows:
+            normal, problem = normalize(kind, address, region)
+            if normal is None:
+                left.append({"kind": kind, "address": address, "problem": problem})
+            elif normal != address:
+                fixes.append((id_, kind, normal))
+        if fixes:
+            with self.engine.begin() as conn:
+                for id_, kind, normal in fixes:
+                    taken = conn.execute(select(suppressions.c.id).where(
+                        suppressions.c.kind == kind, suppressions.c.address == normal)).first()
+                    if taken:
+                        conn.execute(suppressions.delete().where(suppressions.c.id == id_))
+                    else:
+                        conn.execute(update(suppressions).where(suppressions.c.id == id_)
+                                     .values(address=normal))
+        return left
 
     def unsuppress(self, kind: str, address: str) -> bool:
         """Remove an address from the suppression list (the customer asked to hear from us again)."""

@@ -65,6 +65,9 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
         campaigns = [c for c in campaigns if c in project.campaigns]
         if not campaigns:
             raise ConfigError([Problem(str(project.file), "", line) for line in left_out])
+    # Suppressions an older version stored as typed are rewritten in the form compared (a plan
+    # too: what it shows must be what a run does).
+    ledger.normalize_suppressions(project.phone_region)
     report = RunReport(now=now.isoformat(timespec="seconds"), dry_run=dry_run,
                        skipped_campaigns=[str(p) for p in project.skipped] + left_out)
     for name in project.campaigns:
