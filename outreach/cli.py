@@ -221,6 +221,8 @@ def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[
                          "waited for; without them `outreach run` returns when it is done")
     update, stop = _progress(not as_json)
     ledger = Ledger(project.ledger_url)
+    if ledger.created:  # a first run, or a ledger path that changed: never without a word
+        err.print(f"created a new ledger at {_ledger_place(ledger)}", markup=False)
     try:
         report = execute(project, state.plugins, ledger, now, dry_run=dry_run, campaigns=campaigns,
                          send=not no_send, progress=update, skip_invalid=skip_invalid)
@@ -544,6 +546,13 @@ def plugins(state: _State, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------- suppression
+def _ledger_place(ledger: Ledger) -> str:
+    """Where a ledger is, for a message: its file, or its URL without a password."""
+    from outreach.ledger import _safe_url
+
+    return ledger.url.split("///", 1)[1] if ledger.is_sqlite else _safe_url(ledger.url)
+
+
 @cli.command()
 @click.argument("address", required=False)
 @click.option("--reason", help="Why (kept with the entry).")
@@ -572,6 +581,8 @@ def suppress(state: _State, address: str | None, reason: str | None, remove: boo
     project = state.project(only_valid=True)
     region = project.phone_region
     ledger = Ledger(project.ledger_url)
+    if ledger.created:
+        err.print(f"created a new ledger at {_ledger_place(ledger)}", markup=False)
     try:
         left = ledger.normalize_suppressions(region)  # entries of an older version, made to match
         for entry in left:

@@ -409,11 +409,15 @@ def _load_workers(table: Any, ledger_url: str, f: str,
 
 def _ledger_url(url: str, root: Path, f: str, problems: list[Problem]) -> str:
     """Normalise the ledger URL: relative SQLite paths are relative to the project folder."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+    if url.startswith("sqlite:///"):
         rest = url[len("sqlite:///"):]
-        if rest and rest != ":memory:":
-            return "sqlite:///" + str(root / rest)
-        return url
+        if not rest or rest == ":memory:":
+            return url
+        path = root / rest  # an absolute path stays itself
+        if not path.parent.is_dir():  # a typo would make a new, empty ledger: refuse it instead
+            problems.append(Problem(f, "ledger", f"the folder {path.parent} does not exist: "
+                                                 "create it, or correct the path"))
+        return "sqlite:///" + str(path)
     if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
         return url
     problems.append(Problem(f, "ledger", "expected sqlite:///FILE or postgresql://… , got "

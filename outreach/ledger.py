@@ -32,7 +32,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
 import filelock
 from sqlalchemy import (
     BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
-    create_engine, event, func, insert, select, text, update,
+    create_engine, event, func, insert, inspect, select, text, update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -290,8 +290,18 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = _driver_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        #: Whether opening made a new, empty ledger (no dedupe key, no suppression): the caller
+        #: says so, as a mistyped path would otherwise forget everything without a word.
+        self.created = False
         try:
             if self.is_sqlite:
+                db = self.url.split("///", 1)[1] if "///" in self.url else ""
+                if db and db != ":memory:" and not db.startswith("file:"):
+                    folder = Path(db).parent
+                    if not folder.is_dir():
+                        raise OutreachError(f"the ledger's folder {folder} does not exist (ledger "
+                                            f"{_safe_url(self.url)}): create it, or correct the "
+                                            "path; no new ledger was made")
                 self.engine = _sqlite_engine(self.url, immediate=True)
                 self.reader = _sqlite_engine(self.url, immediate=False)
             else:
@@ -313,6 +323,7 @@ class Ledger:
         with self.engine.begin() as conn:
             if not self.is_sqlite:
                 conn.execute(text(SCHEMA_LOCK))
+            self.created = not inspect(conn).has_table("messages")
             metadata.create_all(conn, checkfirst=True)
             _migrate(conn)
 
@@ -1271,9 +1282,6 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     BEGIN IMMEDIATE takes the write lock when a transaction starts, so two processes never both
     read-then-write and deadlock; readers use plain transactions and are not blocked (WAL).
     """
-    db = url.split("///", 1)[1] if "///" in url else ""
-    if db and db != ":memory:":
-        Path(db).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, future=True, connect_args={"timeout": 60, "isolation_level": None})
 
     @event.listens_for(engine, "connect")

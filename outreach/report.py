@@ -98,6 +98,8 @@ class RunReport:
     run_id: str | None = None
     #: Channels stopped by a configuration the provider refused, by channel name.
     stopped_channels: dict[str, StoppedChannel] = field(default_factory=dict)
+    #: The run found no ledger and made a new one (the first run; or a path that changed).
+    ledger_created: bool = False
 
     def campaign(self, name: str) -> CampaignReport:
         """The report of one campaign, made on first use."""
@@ -140,4 +142,5 @@ class RunReport:
             "invalid_campaigns": self.skipped_campaigns,
             "recovered": {"requeued": self.recovered[0], "unknown": self.recovered[1]},
             "stopped_channels": [c.as_dict() for c in self.stopped_channels.values()],
+            "ledger_created": self.ledger_created,
         }

@@ -68,8 +68,10 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
     # Suppressions an older version stored as typed are rewritten in the form compared (a plan
     # too: what it shows must be what a run does).
     ledger.normalize_suppressions(project.phone_region)
+    report_created = ledger.created
     report = RunReport(now=now.isoformat(timespec="seconds"), dry_run=dry_run,
-                       skipped_campaigns=[str(p) for p in project.skipped] + left_out)
+                       skipped_campaigns=[str(p) for p in project.skipped] + left_out,
+                       ledger_created=report_created)
     for name in project.campaigns:
         if not campaigns or name in campaigns:
             report.campaign(name)
