@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
+from typing import Any, Iterable, Iterator, Mapping, Sequence, cast, overload
 
 import filelock
 from sqlalchemy import (
@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from outreach.errors import LedgerBusy, OutreachError
+from outreach.errors import LedgerBusy, LockLost, OutreachError
 from outreach.rule import PastMessage
 
 metadata = MetaData()
@@ -212,6 +212,34 @@ SCHEMA_LOCK = ("SELECT pg_advisory_xact_lock(hashtext(current_database() || '.' 
 #: of one database do not block each other). Planning shards hold it shared (outreach.workers).
 PLANNER_LOCK_KEY = "hashtext(current_database() || '.' || current_schema() || '.outreach-planner')"
 
+#: Why a planning run stopped when its lock's session ended (LockLost).
+_LOCK_LOST = ("the planner lock on the ledger was lost while planning (its database session "
+              "ended): this run stopped and wrote nothing after the loss; another run may hold "
+              "the lock now. Run again once it is done")
+
+
+class OnConnection:
+    """What a fenced ledger writes through instead of an engine: every transaction on the one
+    connection that holds a lock (a transaction begun inside another is part of it).
+
+    Once that connection is lost, so is the lock, and nothing is written through it again:
+    SQLAlchemy would otherwise reconnect a lost connection on its next use, without the lock.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        if self.conn.invalidated or self.conn.closed:
+            raise LockLost(_LOCK_LOST)
+        if self.conn.in_transaction():
+            yield self.conn
+            return
+        with self.conn.begin():
+            yield self.conn
+
+
 #: The states a claim takes messages from.
 _CLAIMABLE = ("queued", "deferred")
 #: What a claim returns, in the order of Claimed's fields.
@@ -335,16 +363,20 @@ class Ledger:
 
     # ------------------------------------------------------------------ the planner lock
     @contextlib.contextmanager
-    def planner_lock(self) -> Iterator[None]:
-        """Hold the one-planner-at-a-time lock, or raise LedgerBusy at once.
+    def planner_lock(self) -> Iterator["Ledger"]:
+        """Hold the one-planner-at-a-time lock, or raise LedgerBusy at once; yields the ledger to
+        plan with.
 
         SQLite: an OS file lock beside the database (released by the OS if the process dies).
         PostgreSQL: a session advisory lock on a dedicated connection (released when it closes).
+        Every write of the ledger yielded goes through that connection (:class:`OnConnection`,
+        the fencing planning shards use too): if the session ends (terminated, a network cut,
+        a restart) the lock goes with it, every later write fails, and LockLost is raised.
         """
         if self.is_sqlite:
             db = self.url.split("///", 1)[1] if "///" in self.url else ""
             if not db or db == ":memory:":
-                yield
+                yield self
                 return
             lock = filelock.FileLock(db + ".lock", timeout=0)
             try:
@@ -353,7 +385,7 @@ class Ledger:
                 raise LedgerBusy("another outreach run is in progress on this ledger "
                                  f"({db}); nothing was done") from None
             try:
-                yield
+                yield self
             finally:
                 lock.release()
             return
@@ -363,11 +395,29 @@ class Ledger:
             conn.commit()
             if not got:
                 raise LedgerBusy("another outreach run is in progress on this ledger; nothing was done")
+            fenced = self.on_connection(conn)
             try:
-                yield
+                yield fenced
+            except SQLAlchemyError as exc:
+                if conn.invalidated or conn.closed:
+                    raise LockLost(_LOCK_LOST + f" ({_first_line(exc)})") from None
+                raise
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+                if not (conn.invalidated or conn.closed):
+                    try:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        conn.commit()
+                    except SQLAlchemyError:  # the session ended here: so did its lock
+                        conn.invalidate()
+
+    def on_connection(self, conn: Connection) -> "Ledger":
+        """This ledger, writing through ``conn`` only (reads go on as before): the writes of
+        whoever holds a lock on that connection, which end when the lock does."""
+        fenced = object.__new__(type(self))
+        fenced.__dict__.update(self.__dict__)
+        # Only ``begin()`` is used for writes: the connection stands in for the engine.
+        fenced.engine = cast(Engine, OnConnection(conn))
+        return fenced
 
     # ------------------------------------------------------------------ campaign versions and state
     def store_version(self, campaign: str, version: str, content: Mapping[str, Any]) -> int:

@@ -83,7 +83,7 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
         Planner(project, plugins, ledger, now, report, campaigns=campaigns, dry_run=True,
                 on_row=on_row, progress=stage("planning")).run()
         return report
-    with ledger.planner_lock():
+    with ledger.planner_lock() as planning:  # writes through the lock's own session
         run_id = ledger.start_run(command, epoch(now))
         report.run_id = run_id
         status = "failed"
@@ -91,7 +91,7 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
             # Claims of a crashed process are taken back before planning, so that the messages
             # queued again are re-checked for consent with the others (outreach.recheck).
             report.recovered = ledger.recover()
-            Planner(project, plugins, ledger, now, report, campaigns=campaigns, run_id=run_id,
+            Planner(project, plugins, planning, now, report, campaigns=campaigns, run_id=run_id,
                     on_row=on_row, progress=stage("planning")).run()
             if send:
                 Dispatcher(project, plugins, ledger, now, report, campaigns=campaigns,

@@ -3,6 +3,8 @@ path that is not a file, a number too large for the ledger. Through the real com
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 NEWS = '''
@@ -112,3 +114,101 @@ def test_declared_bounds_are_checked():
     assert resolve(settings, {"n": 10}, file="f", prefix="").values["n"] == 10
     [problem] = resolve(settings, {"n": 11}, file="f", prefix="").problems
     assert str(problem) == "f: n: expected a whole number from 1 to 10, got 11"
+
+
+# ---------------------------------------------------------------------------------------- a lost lock
+PAUSING_RUN = '''
+import os, sys, time
+from pathlib import Path
+
+from outreach import cli, hookimpl
+
+
+class Pause:
+    """Holds the first decision until the test says go: the run is then mid-planning."""
+
+    @hookimpl
+    def outreach_decide(self, candidate, choice, ctx):
+        flags = Path(os.environ["PAUSE_FLAGS"])
+        if not (flags / "paused").exists():
+            (flags / "paused").write_text("1")
+            deadline = time.monotonic() + 60
+            while not (flags / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return None
+
+
+real = cli.get_plugins
+cli.get_plugins = lambda: real(extra=[Pause()])
+cli.main(sys.argv[1:])
+'''
+
+
+@pytest.mark.postgres
+def test_a_run_that_loses_its_planner_lock_stops_and_writes_nothing_more(tmp_path, pg_url):
+    """The lock's session is ended (pg_terminate_backend) while the run plans: a second run is
+    let in, and the first must not write a row after that: it stops with exit 4."""
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import select, text
+
+    from outreach.ledger import PLANNER_LOCK_KEY, Ledger, messages, runs, skips
+    from outreach.testing.project import Project
+
+    p = Project(tmp_path / "shop", ledger_url=pg_url)
+    p.customers("""
+        c1,Ani,P,ani@example.com,,America/Los_Angeles,en,yes,no,
+        c2,Bob,R,bob@example.com,,America/Los_Angeles,en,yes,no,
+        c3,Cy,S,cy@example.com,,America/Los_Angeles,en,no,no,
+    """)
+    p.campaign("news", NEWS.format(extra=""))
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    script = tmp_path / "pausing_run.py"
+    script.write_text(PAUSING_RUN, encoding="utf-8")
+    ledger = Ledger(p.load().ledger_url)  # made before the run: its creation is not the point
+    env = {**os.environ, **p.environ, "PAUSE_FLAGS": str(flags)}
+    env.pop("OUTREACH_CONFIG", None)
+    first = subprocess.Popen([sys.executable, str(script), "run", "--json", "--no-send",
+                              "--now", NOW], cwd=p.root, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (flags / "paused").exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the run never reached its first decision"
+            time.sleep(0.05)
+        with ledger.engine.connect() as conn:
+            key = conn.execute(text(f"SELECT {PLANNER_LOCK_KEY}")).scalar() & (2**64 - 1)
+            [pid] = conn.execute(text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "classid::text::bigint = :hi AND objid::text::bigint = :lo"),
+                {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalars().all()
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+            conn.commit()
+        second = p.cli("run", "--json", "--no-send", "--now", NOW)  # the lock is free: let in
+        assert second.code == 0, second.stderr
+        with ledger.reader.connect() as conn:
+            before = {"messages": conn.execute(select(messages.c.key, messages.c.run_id)).all(),
+                      "skips": conn.execute(select(skips.c.key, skips.c.run_id)).all()}
+        (flags / "go").write_text("1")
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    try:
+        assert first.returncode == 4, (out, err)
+        assert "the planner lock on the ledger was lost while planning" in err
+        assert "Traceback" not in err
+        with ledger.reader.connect() as conn:
+            after = {"messages": conn.execute(select(messages.c.key, messages.c.run_id)).all(),
+                     "skips": conn.execute(select(skips.c.key, skips.c.run_id)).all()}
+            statuses = sorted(conn.execute(select(runs.c.status)).scalars())
+        assert after == before  # not one row of the first run, not even a refusal's update
+        assert len(before["messages"]) == 2 and len(before["skips"]) == 1
+        assert statuses == ["failed", "ok"]
+    finally:
+        ledger.close()
