@@ -606,8 +606,8 @@ def suppress(state: _State, address: str | None, reason: str | None, remove: boo
             if as_json:
                 _emit_json(report.as_dict())
             else:
-                for r in report.refused:
-                    err.print(f"refused {r}", markup=False)
+                for refused in report.refused:
+                    err.print(f"refused {refused}", markup=False)
                 out.print(f"{source}: {report.added} added, {report.already} already present, "
                           f"{len(report.refused)} refused", markup=False)
             if report.refused:

@@ -983,7 +983,14 @@ class Ledger:
     # ------------------------------------------------------------------ suppressions
     # Addresses are stored normalised (outreach.addresses): callers normalise before they call.
     def suppress(self, kind: str, address: str, reason: str, source: str) -> bool:
-        """Add an address to the suppression list. False when it was already there."""
+        """Add an address to the suppression list. False when it was already there.
+
+        An address that normalises without a region (a provider's ``+15035550104``, a bounce's
+        ``Jane@Example.com``) is stored normalised, whoever calls.
+        """
+        from outreach.addresses import normalize
+
+        address = normalize(kind, address)[0] or address
         return self.suppress_many([(kind, address)], reason, source) == 1
 
     def suppress_many(self, pairs: Sequence[tuple[str, str]], reason: str, source: str) -> int:

@@ -98,13 +98,20 @@ def test_what_cannot_be_normalised_is_refused_and_nothing_stored(sqlite_project)
     assert _stored(sqlite_project) == []
 
 
-def test_entries_an_older_version_stored_as_typed_still_match(shop):
+def test_entries_an_older_version_stored_as_typed_still_match(project):
+    """On SQLite and PostgreSQL: rows written as typed, as `outreach suppress` once did."""
+    shop = project
+    shop.configure(extra='phone_region = "US"')
+    shop.customers(CUSTOMERS)
+    shop.campaign("news", NEWS)
     ledger = shop.ledger()
-    try:  # what `outreach suppress` wrote before addresses were normalised
-        ledger.suppress("phone", "(503) 555-0104", "old, by phone", "operator")
-        ledger.suppress("email", "Jane.Doe@example.com", "old, by mail", "operator")
-        ledger.suppress("phone", "503-555-0101", "old", "operator")
-        ledger.suppress("phone", "+15035550101", "newer", "operator")
+    try:
+        with ledger.engine.begin() as conn:
+            conn.execute(suppressions.insert(), [
+                {"kind": k, "address": a, "reason": r, "source": "operator", "created_at": 1}
+                for k, a, r in [("phone", "(503) 555-0104", "old, by phone"),
+                                ("email", "Jane.Doe@example.com", "old, by mail"),
+                                ("phone", "503-555-0101", "old"), ("phone", "+15035550101", "newer")]])
     finally:
         ledger.close()
     rows = _plan(shop)
