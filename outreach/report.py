@@ -100,6 +100,10 @@ class RunReport:
     stopped_channels: dict[str, StoppedChannel] = field(default_factory=dict)
     #: The run found no ledger and made a new one (the first run; or a path that changed).
     ledger_created: bool = False
+    #: How planning read the audience (outreach.incremental): ``mode`` is ``incremental`` or
+    #: ``full``, with ``reason`` for a full pass, and for an incremental one the ``events`` read
+    #: and ``customers`` looked up by id.
+    planning: dict[str, Any] = field(default_factory=dict)
 
     def campaign(self, name: str) -> CampaignReport:
         """The report of one campaign, made on first use."""
@@ -142,5 +146,6 @@ class RunReport:
             "invalid_campaigns": self.skipped_campaigns,
             "recovered": {"requeued": self.recovered[0], "unknown": self.recovered[1]},
             "stopped_channels": [c.as_dict() for c in self.stopped_channels.values()],
+            "planning": self.planning,
             "ledger_created": self.ledger_created,
         }
