@@ -95,3 +95,10 @@ class LedgerUnavailable(OutreachError):
     """
 
     exit_code = ExitCode.INTERNAL
+
+
+class LockLost(OutreachError):
+    """A run's planner lock ended under it (its database session was ended): it stops at once,
+    writing nothing more, as another run may hold the lock now."""
+
+    exit_code = ExitCode.INTERNAL
