@@ -176,6 +176,12 @@ class Project:
     workers: WorkersConfig | None = None
     #: The language of the campaigns' default templates (the sample customer's).
     locale: str = "en"
+    #: Each plugin's validated ``[plugins.NAME]`` table, by plugin name.
+    plugin_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """Plugin ``name``'s validated ``[plugins.NAME]`` settings, defaults filled in."""
+        return self.plugin_values.get(name, {})
 
     def source(self) -> Source:
         """A fresh audience source, told which attributes the campaigns' rules read as dates."""
@@ -199,7 +205,7 @@ _DEPLOYMENT_KEYS = {
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
 }
-_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers")
+_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers", "plugins")
 _RETRY_KEYS = {
     "max_attempts": Setting("int", default=5, minimum=1,
                             help="attempts across runs before a transient failure fails for good"),
@@ -251,7 +257,8 @@ def reference_tables() -> dict[str, Mapping[str, Setting]]:
     """The keys of ``outreach.toml``'s own tables, by table (``""`` is the top level), and of a
     campaign file's top level (``campaign``): what the reference documentation is generated from.
 
-    ``[audience]`` and ``[channels.NAME]`` take the registered source's or channel type's settings.
+    ``[audience]``, ``[channels.NAME]`` and ``[plugins.NAME]`` take the registered source's,
+    channel type's or plugin's settings (:func:`outreach.reference.deployment_reference`).
     """
     return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
             "retry": _RETRY_KEYS, "workers": _WORKERS_KEYS, "campaign": _CAMPAIGN_KEYS}
@@ -298,6 +305,7 @@ def load_project(
         raise ConfigError(problems)
     root = config_path.resolve().parent
     f = str(config_path)
+    problems += plugins.registry.problems()  # a plugin that would silently not run stops everything
 
     top = {k: v for k, v in data.items() if k not in _TABLES}
     base = resolve(_DEPLOYMENT_KEYS, top, file=f, prefix="")
@@ -330,6 +338,7 @@ def load_project(
     problems += retry_values.problems
     retry = RetryPolicy(**retry_values.values) if not retry_values.problems else RetryPolicy()
     workers = _load_workers(data["workers"], ledger_url, f, problems) if "workers" in data else None
+    plugin_values = plugins.resolve_settings(data.get("plugins", {}), f, root, environ, problems)
 
     if problems:
         raise ConfigError(problems)
@@ -367,7 +376,7 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
-        workers=workers,
+        workers=workers, plugin_values=plugin_values,
     )
 
 

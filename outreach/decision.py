@@ -45,6 +45,19 @@ class ChannelInfo:
     consent: str
     #: Quiet hours in the recipient's local time, as (start, end) times of day, or None.
     quiet_hours: tuple[Any, Any] | None = None
+    #: The channel type (its ``plugin`` in ``outreach.toml``: ``"twilio"``, ``"outbox-email"``).
+    type: str = ""
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    """The campaign a candidate belongs to, as policy steps see it."""
+
+    name: str
+    #: ``"marketing"`` or ``"transactional"`` (transactional sends are exempt from caps).
+    category: str = "marketing"
+    #: The higher wins the last slot under a cap.
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,12 @@ class DecisionContext:
     tz: ZoneInfo
     #: Suppressed (address kind, normalised address) pairs among this batch's addresses.
     suppressed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: Each plugin's validated ``[plugins.NAME]`` settings, by plugin name.
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def plugin_settings(self, name: str) -> Mapping[str, Any]:
+        """Plugin ``name``'s validated ``[plugins.NAME]`` settings (defaults filled in)."""
+        return self.settings.get(name, {})
 
     def suppression_reason(self, kind: str, address: str) -> str | None:
         """Why an address is suppressed, or None."""

@@ -84,7 +84,7 @@ def raw_address(candidate: Candidate, kind: str) -> str | None:
     return candidate.customer.email if kind == "email" else candidate.customer.phone
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
                            ctx: DecisionContext) -> Refusal | None:
     kind, customer = channel.address_kind, candidate.customer  # raw_address, inlined: hot path

@@ -11,7 +11,7 @@ from outreach.decision import ChannelInfo, DecisionContext, Refusal
 from outreach.rule import Candidate
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
                            ctx: DecisionContext) -> Refusal | None:
     if channel.consent in candidate.customer.consent:

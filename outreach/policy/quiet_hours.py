@@ -56,7 +56,7 @@ def first_instant(wall: datetime) -> datetime:
     return datetime.fromtimestamp(hi, timezone.utc)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def outreach_decide(candidate: Candidate, choice: Choice, ctx: DecisionContext) -> Defer | Refusal | None:
     hours = choice.channel.quiet_hours
     if not hours:

@@ -12,7 +12,7 @@ from outreach.policy.addresses import normalize, raw_address
 from outreach.rule import Candidate
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
                            ctx: DecisionContext) -> Refusal | None:
     if not ctx.suppressed:

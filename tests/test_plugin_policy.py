@@ -1,0 +1,337 @@
+"""Policy plugins never fail open: the built-in steps answer first, a plugin whose hooks would
+silently not run stops the run, a wrong answer or a crash names the plugin, and a deferral never
+moves a send into quiet hours."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import types
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from outreach import CampaignInfo, Defer, Refusal, hookimpl
+from outreach.plugins import get_plugins
+
+#: An event-driven thank-you by email: evaluated on every run, one message per purchase.
+THANKS = '''
+    rule = "thank_you"
+    channels = ["email"]
+    [email]
+    subject = "Thank you"
+    body = "..."
+'''
+
+THANKS_SMS = '''
+    rule = "thank_you"
+    channels = ["sms"]
+    [sms]
+    body = "Thank you"
+'''
+
+
+def plugin(name: str, **hooks) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(module, hook, hookimpl(fn))
+    return module
+
+
+def install(site: Path, name: str, source: str, entry: str) -> None:
+    """A real distribution on disk (dist-info with an entry point), as pip would leave it."""
+    (site / f"{name}.py").write_text(textwrap.dedent(source))
+    info = site / f"{name}-1.0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text(f"[outreach]\n{entry} = {name}\n")
+
+
+def purchases(p, *customers: str) -> None:
+    p.customers("\n".join(customers))
+    ids = [c.split(",")[0] for c in customers]
+    p.events("id,customer_id,type,time\n" + "\n".join(
+        f"e{i},{cid},purchase,2026-11-24T09:00:00-08:00" for i, cid in enumerate(ids, 1)))
+
+
+# ------------------------------------------------------------------------------- order
+@pytest.mark.parametrize("tryfirst", [False, True], ids=["plain", "tryfirst"])
+def test_consent_refuses_before_a_third_party_policy_is_asked(sqlite_project, tryfirst):
+    asked = []
+
+    def outreach_check_channel(candidate, channel, ctx):
+        asked.append(candidate.customer.id)
+        return Refusal("the third party says no")
+
+    module = types.ModuleType("third_party")
+    module.outreach_check_channel = hookimpl(tryfirst=tryfirst)(outreach_check_channel)
+    plugins = get_plugins(extra=[module])
+    p = sqlite_project
+    purchases(p, "c1,Ani,P,ani@example.com,,,hy,no,no,",  # no consent for email
+              "c2,Bo,Q,bo@example.com,,,en,yes,no,")
+    p.campaign("thanks", THANKS)
+    rows: list = []
+    report = p.run("2026-11-24T10:00", plugins=plugins, rows=rows)
+    assert {r.customer: r.reason for r in rows} == {"c1": "no consent for email",
+                                                   "c2": "the third party says no"}
+    assert asked == ["c2"]  # never consulted about a customer the built-in steps refused
+    assert dict(report.campaigns["thanks"].reasons) == {"no consent for email": 1,
+                                                        "the third party says no": 1}
+
+
+def test_a_suppressed_address_is_refused_as_suppressed_before_a_third_party_is_asked(sqlite_project):
+    asked = []
+
+    def outreach_check_channel(candidate, channel, ctx):
+        asked.append(candidate.customer.id)
+        return None
+
+    plugins = get_plugins(extra=[plugin("third_party", outreach_check_channel=outreach_check_channel)])
+    p = sqlite_project
+    purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,")
+    p.campaign("thanks", THANKS)
+    ledger = p.ledger()
+    try:
+        ledger.suppress("email", "ani@example.com", "bounced", "operator")
+    finally:
+        ledger.close()
+    report = p.run("2026-11-24T10:00", plugins=plugins)
+    assert report.campaigns["thanks"].suppressed == 1 and asked == []
+
+
+# ------------------------------------------------------------------------------- what a policy sees
+def test_policy_hooks_see_the_campaign_and_the_channel_type(sqlite_project):
+    seen = []
+
+    def outreach_check_channel(candidate, channel, ctx, campaign):
+        seen.append(("check", campaign, channel.name, channel.type))
+        return None
+
+    def outreach_decide(choice, campaign):  # a subset of the arguments is enough
+        seen.append(("decide", campaign.name, campaign.category, choice.channel.type))
+        if campaign.category == "marketing":
+            return Refusal("no marketing this week")
+        return None
+
+    plugins = get_plugins(extra=[plugin("looks", outreach_check_channel=outreach_check_channel,
+                                        outreach_decide=outreach_decide)])
+    p = sqlite_project
+    purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,")
+    p.campaign("thanks", '''
+        rule = "thank_you"
+        category = "transactional"
+        priority = 70
+        channels = ["email"]
+        [email]
+        subject = "Thank you"
+        body = "..."
+    ''')
+    p.campaign("news", '''
+        rule = "newsletter"
+        schedule = "0 9 * * *"
+        start = "2026-11-01"
+        channels = ["email"]
+        [email]
+        subject = "News"
+        body = "..."
+    ''')
+    report = p.run("2026-11-24T10:00", plugins=plugins)
+    assert ("check", CampaignInfo("thanks", "transactional", 70), "email", "outbox-email") in seen
+    assert ("check", CampaignInfo("news", "marketing", 10), "email", "outbox-email") in seen
+    assert ("decide", "thanks", "transactional", "outbox-email") in seen
+    assert report.campaigns["thanks"].sent == 1
+    assert dict(report.campaigns["news"].reasons) == {"no marketing this week": 1}
+
+
+# ------------------------------------------------------------------------------- nothing silent
+BROKEN = {
+    "nohook": ('''
+        from outreach import Refusal
+
+        def check(candidate, channel, ctx):
+            return Refusal("never asked")
+    ''', "implements no outreach hook"),
+    "undecorated": ('''
+        from outreach import Refusal
+
+        def outreach_check_channel(candidate, channel, ctx):
+            return Refusal("never asked")
+    ''', "outreach_check_channel is not decorated with @outreach.hookimpl"),
+    "misspelt": ('''
+        from outreach import Refusal, hookimpl
+
+        @hookimpl
+        def outreach_check_channels(candidate, channel, ctx):
+            return Refusal("never asked")
+    ''', "outreach_check_channels"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_policy_plugin_that_would_silently_not_run_stops_validate_and_run(sqlite_project,
+                                                                             tmp_path, kind):
+    source, why = BROKEN[kind]
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, f"outreach_{kind}", source, kind)
+    env = {"PYTHONPATH": str(site)}
+    p = sqlite_project
+    purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,")
+    p.campaign("thanks", THANKS)
+    where = f"plugin {kind} (distribution outreach_{kind}, entry point {kind} = outreach_{kind})"
+    for command in (["validate"], ["run", "--now", "2026-11-24T10:00"]):
+        result = p.cli(*command, env=env)
+        assert result.code == 2, (command, result.stdout, result.stderr)
+        assert where in result.stderr and why in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert p.outbox("email") == []
+    listing = p.cli("plugins", "--json", env=env)
+    assert listing.code == 2
+    assert why in {r["name"]: r for r in listing.json()}[kind]["error"]
+
+
+def test_a_policy_answer_of_the_wrong_type_stops_the_run_naming_the_plugin(sqlite_project, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "outreach_sloppy", '''
+        from outreach import hookimpl
+
+        @hookimpl
+        def outreach_check_channel(candidate, channel, ctx):
+            return "no"
+    ''', "sloppy")
+    p = sqlite_project
+    purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,")
+    p.campaign("thanks", THANKS)
+    result = p.cli("run", "--now", "2026-11-24T10:00", env={"PYTHONPATH": str(site)})
+    assert result.code == 2, result.stderr
+    assert ("plugin sloppy (distribution outreach_sloppy, entry point sloppy = outreach_sloppy): "
+            "outreach_check_channel returned 'no'; expected Refusal") in result.stderr
+    assert "Traceback" not in result.stderr and p.outbox("email") == []
+
+
+def test_a_decide_answer_of_the_wrong_type_is_refused_in_process(sqlite_project):
+    plugins = get_plugins(extra=[plugin("sloppy", outreach_decide=lambda choice: True)])
+    p = sqlite_project
+    purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,")
+    p.campaign("thanks", THANKS)
+    from outreach.plugins import PluginError
+
+    with pytest.raises(PluginError, match="plugin sloppy: outreach_decide returned True; expected "
+                                          "Refusal or Defer"):
+        p.run("2026-11-24T10:00", plugins=plugins)
+    assert p.outbox("email") == []
+
+
+def test_a_plugin_that_raises_is_named_in_the_error(sqlite_project, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "outreach_crashy", '''
+        from outreach import hookimpl
+
+        def lookup(customer):
+            return {"c1": "gold"}[customer.id + "x"]
+
+        @hookimpl
+        def outreach_decide(candidate, choice, ctx):
+            lookup(candidate.customer)
+    ''', "crashy")
+    p = sqlite_project
+    purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,")
+    p.campaign("thanks", THANKS)
+    result = p.cli("run", "--now", "2026-11-24T10:00", env={"PYTHONPATH": str(site)})
+    assert result.code == 4, result.stderr
+    assert ("plugin crashy (distribution outreach_crashy, entry point crashy = outreach_crashy) "
+            "failed in outreach_decide: KeyError: 'c1x'") in result.stderr
+    assert "Traceback" not in result.stderr and p.outbox("email") == []
+
+
+def test_an_observer_that_raises_is_named_too(sqlite_project):
+    def outreach_template_context(customer, campaign):
+        raise RuntimeError("the CRM is down")
+
+    plugins = get_plugins(extra=[plugin("enrich", outreach_template_context=outreach_template_context)])
+    from outreach.plugins import PluginCrashed
+
+    with pytest.raises(PluginCrashed, match="plugin enrich failed in outreach_template_context: "
+                                            "RuntimeError: the CRM is down"):
+        plugins.template_context(None, "thanks")
+
+
+# ------------------------------------------------------------------------------- time
+def test_a_deferral_into_quiet_hours_moves_on_to_their_end(sqlite_project):
+    """A plugin holds texts for 15 minutes; at 20:50 in Yerevan that is 21:05, inside the quiet
+    hours: the send moves on to 08:00 there, and is never due at 21:05."""
+    def outreach_decide(choice):
+        return Defer(choice.send_at + timedelta(minutes=15), "the oven timer")
+
+    plugins = get_plugins(extra=[plugin("oven", outreach_decide=outreach_decide)])
+    p = sqlite_project
+    p.configure(quiet_hours='[quiet_hours]\nsms = { start = "21:00", end = "08:00" }\n')
+    purchases(p, "c1,Ani,P,ani@example.com,+37491234567,Asia/Yerevan,hy,yes,yes,")
+    p.events("id,customer_id,type,time\ne1,c1,purchase,2026-11-24T20:40:00+04:00")
+    p.campaign("thanks", THANKS_SMS)
+    rows: list = []
+    p.run("2026-11-24T20:50:00+04:00", plugins=plugins, rows=rows)
+    [row] = rows
+    assert row.decision == "defer"
+    assert row.not_before == "2026-11-25T04:00:00+00:00"  # 08:00 in Yerevan
+    assert row.reason == "the oven timer, then quiet hours 21:00–08:00 in Asia/Yerevan"
+    assert p.run("2026-11-24T21:10:00+04:00", plugins=plugins).campaigns["thanks"].sent == 0
+    assert p.outbox("sms") == []
+    assert p.run("2026-11-25T08:01:00+04:00", plugins=plugins).campaigns["thanks"].sent == 1
+
+
+def test_a_deferral_is_capped_at_its_final_time(sqlite_project):
+    """Caps count a deferred send at the time it will go: the thank-you held into the night goes
+    at 08:00, so the morning newsletter at 08:00 finds the one-per-6-hours cap spent."""
+    def outreach_decide(choice, campaign):
+        if campaign.name == "thanks":
+            return Defer(choice.send_at + timedelta(minutes=15), "the oven timer")
+        return None
+
+    plugins = get_plugins(extra=[plugin("oven", outreach_decide=outreach_decide)])
+    p = sqlite_project
+    p.configure(quiet_hours='[quiet_hours]\nsms = { start = "21:00", end = "08:00" }\n',
+                caps='[[caps]]\nmax = 1\nper = "6h"\n')
+    purchases(p, "c1,Ani,P,ani@example.com,+37491234567,Asia/Yerevan,hy,yes,yes,")
+    p.events("id,customer_id,type,time\ne1,c1,purchase,2026-11-24T20:40:00+04:00")
+    p.campaign("thanks", THANKS_SMS)
+    p.campaign("morning", '''
+        rule = "newsletter"
+        schedule = "0 20 * * *"
+        start = "2026-11-24"
+        channels = ["sms"]
+        [sms]
+        body = "Good morning"
+    ''')  # 20:00 in Los Angeles is 08:00 in Yerevan
+    rows: list = []
+    p.run("2026-11-24T20:50:00+04:00", plugins=plugins, rows=rows)
+    assert [(r.campaign, r.decision, r.not_before) for r in rows] == [
+        ("thanks", "defer", "2026-11-25T04:00:00+00:00")]
+    rows = []
+    p.run("2026-11-25T08:00:00+04:00", plugins=plugins, rows=rows)
+    assert [(r.campaign, r.decision) for r in rows] == [("thanks", "already planned"),
+                                                        ("morning", "capped")]
+
+
+# ------------------------------------------------------------------------------- introspection
+def test_plugins_lists_each_channel_types_settings_and_fails_when_a_plugin_did(sqlite_project, tmp_path):
+    ok = sqlite_project.cli("plugins", "--json", env={"OUTREACH_PLUGINS": ""})
+    assert ok.code == 0, ok.stderr
+    outbox = next(r for r in ok.json() if r["name"] == "outbox")
+    path = next(s for s in outbox["settings"]["outbox-email"] if s["name"] == "path")
+    assert path == {"name": "path", "type": "path", "required": False, "secret": False,
+                    "help": path["help"]} and path["help"]
+    text = sqlite_project.cli("plugins", env={"OUTREACH_PLUGINS": ""})
+    assert text.code == 0 and "outbox-email.path (path)" in text.stdout
+
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "outreach_gone", "import does_not_exist\n", "gone")
+    failed = sqlite_project.cli("plugins", env={"PYTHONPATH": str(site), "OUTREACH_PLUGINS": "gone"})
+    assert failed.code == 2
+    assert "gone" in failed.stdout and "ModuleNotFoundError" in failed.stdout
+    assert json.loads(sqlite_project.cli("plugins", "--json", env={
+        "PYTHONPATH": str(site), "OUTREACH_PLUGINS": "gone"}).stdout)[-1]["name"] == "gone"
