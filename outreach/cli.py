@@ -819,6 +819,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         err.print("aborted")
         sys.exit(EXIT_CONFIG)
     except OutreachError as exc:
+        if os.environ.get("OUTREACH_DEBUG") and exc.exit_code == EXIT_INTERNAL:
+            raise  # a plugin crashed: the traceback shows where
         err.print(f"error: {exc}" if not isinstance(exc, ConfigError) else
                   "invalid configuration:\n" + "\n".join(f"  {p}" for p in exc.problems),
                   markup=False)

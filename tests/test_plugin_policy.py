@@ -335,3 +335,87 @@ def test_plugins_lists_each_channel_types_settings_and_fails_when_a_plugin_did(s
     assert "gone" in failed.stdout and "ModuleNotFoundError" in failed.stdout
     assert json.loads(sqlite_project.cli("plugins", "--json", env={
         "PYTHONPATH": str(site), "OUTREACH_PLUGINS": "gone"}).stdout)[-1]["name"] == "gone"
+
+
+# ------------------------------------------------------------------------------- plugin settings
+NO_CONTACT = '''
+    from outreach import Refusal, Setting, hookimpl
+
+
+    @hookimpl
+    def outreach_plugin_settings():
+        return {"blocked_tags": Setting("list", default=["do-not-contact"],
+                                        help="customers with any of these tags get nothing"),
+                "strict": Setting("bool", default=False, help="also refuse transactional sends")}
+
+
+    @hookimpl
+    def outreach_check_channel(candidate, ctx, campaign):
+        mine = ctx.plugin_settings("no_contact")
+        if campaign.category == "transactional" and not mine["strict"]:
+            return None
+        if set(mine["blocked_tags"]) & set(candidate.customer.tags):
+            return Refusal("tagged do-not-contact")
+        return None
+'''
+
+
+def test_outreach_plugin_settings_are_validated_and_reach_the_policy(sqlite_project, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "outreach_no_contact", NO_CONTACT, "no_contact")
+    env = {"PYTHONPATH": str(site), "OUTREACH_PLUGINS": "no_contact"}
+    p = sqlite_project
+    purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,legal-hold",
+              "c2,Bo,Q,bo@example.com,,,en,yes,no,do-not-contact")
+    p.campaign("thanks", THANKS)
+
+    # The defaults apply without a table: c2's tag is blocked.
+    ran = p.cli("run", "--json", "--dry-run", "--now", "2026-11-24T10:00", env=env)
+    assert ran.code == 0, ran.stderr
+    [thanks] = ran.json()["campaigns"]
+    assert thanks["reasons"] == {"tagged do-not-contact": 1}
+
+    config = p.root / "outreach.toml"
+    base = config.read_text()
+    config.write_text(base + '\n[plugins.no_contact]\nblocked_tags = ["legal-hold"]\n')
+    rows = p.cli("plan", "--json", "--now", "2026-11-24T10:00", env=env).json()
+    assert {r["customer"]: r["decision"] for r in rows["candidates"]} == {"c1": "skipped",
+                                                                     "c2": "send"}
+
+    config.write_text(base + '\n[plugins.no_contact]\nblocked_tag = ["x"]\nstrict = "yes"\n'
+                             '\n[plugins.no_such]\nx = 1\n')
+    bad = p.cli("validate", env=env)
+    assert bad.code == 2
+    assert "outreach.toml: plugins.no_contact.blocked_tag: unknown key" in bad.stderr
+    assert "outreach.toml: plugins.no_contact.strict: expected true or false, got 'yes'" in bad.stderr
+    assert ("outreach.toml: plugins.no_such: no loaded plugin named 'no_such' declares settings "
+            "(plugins with settings: no_contact)") in bad.stderr
+    listing = p.cli("plugins", env=env)
+    assert "plugins.no_contact.blocked_tags (list): customers with any of these tags get nothing" \
+        in listing.stdout
+
+
+def test_plugin_settings_are_in_the_project_and_the_reference(sqlite_project):
+    module = types.ModuleType("no_contact")
+    exec(compile(textwrap.dedent(NO_CONTACT), "no_contact", "exec"), module.__dict__)
+    plugins = get_plugins(extra=[module], load_entry_points=False)
+    p = sqlite_project
+    p.configure(extra="")
+    (p.root / "outreach.toml").write_text((p.root / "outreach.toml").read_text()
+                                          + "\n[plugins.no_contact]\nstrict = true\n")
+    project = p.load(plugins)
+    assert project.plugin_settings("no_contact") == {"blocked_tags": ["do-not-contact"],
+                                                     "strict": True}
+    from outreach.reference import deployment_reference
+
+    reference = deployment_reference(plugins)
+    assert "### `[plugins.no_contact]`" in reference and "blocked_tags" in reference
+
+
+def test_a_plugin_setting_without_help_is_refused_at_load():
+    from outreach import Setting
+
+    module = plugin("quiet", outreach_plugin_settings=lambda: {"level": Setting("int")})
+    [failure] = get_plugins(extra=[module], load_entry_points=False).registry.failures
+    assert failure.name == "quiet" and "settings without help=: level" in failure.error
