@@ -541,11 +541,13 @@ def _selected_entry_points() -> Iterable[Any]:
             yield ep
 
 
-def get_plugins(extra: Iterable[Any] = (), load_entry_points: bool = True) -> Plugins:
+def get_plugins(extra: Iterable[Any] | Mapping[str, Any] = (),
+                load_entry_points: bool = True) -> Plugins:
     """Build a fresh plugin manager: built-ins, then installed plugins, then ``extra``.
 
-    Public, for plugin tests: ``get_plugins(extra=[my_module])`` loads a plugin module that is not
-    installed (registered under its ``__name__``) beside the installed ones; with
+    Public, for plugin tests: ``get_plugins(extra={"name": my_module})`` loads a plugin module that
+    is not installed, under the name its entry point would give it (``extra=[my_module]`` uses
+    the module's ``__name__``), beside the installed ones; with
     ``load_entry_points=False`` only the built-ins and ``extra`` load, so a test does not depend
     on what else is installed (``OUTREACH_PLUGINS`` does the same for the ``outreach`` command).
     Pass the result to :meth:`outreach.testing.Project.run`. A fresh manager per call keeps
@@ -596,8 +598,10 @@ def get_plugins(extra: Iterable[Any] = (), load_entry_points: bool = True) -> Pl
                                                        _explain(exc), where))
                 continue
             add(plugin, ep.name, dist, where)
-    for i, plugin in enumerate(extra):
-        add(plugin, getattr(plugin, "__name__", None) or f"plugin-{i}")
+    named = (extra.items() if isinstance(extra, Mapping) else
+             ((getattr(p, "__name__", None) or f"plugin-{i}", p) for i, p in enumerate(extra)))
+    for name, plugin in named:
+        add(plugin, name)
     while True:  # a misspelt hook is an error naming its plugin, not silence
         try:
             pm.check_pending()

@@ -419,3 +419,51 @@ def test_a_plugin_setting_without_help_is_refused_at_load():
     module = plugin("quiet", outreach_plugin_settings=lambda: {"level": Setting("int")})
     [failure] = get_plugins(extra=[module], load_entry_points=False).registry.failures
     assert failure.name == "quiet" and "settings without help=: level" in failure.error
+
+
+# ------------------------------------------------------------------------------- a delay that a later event cancels
+def test_a_delay_that_a_purchase_cancels_is_decided_when_due(sqlite_project):
+    """Written as the plugin guide says: the reminder is selected only once the delay has passed,
+    when the rule can see whether the customer bought meanwhile (a ``not_before`` is not asked
+    again when it comes due)."""
+    from outreach import Candidate, Rule
+    from outreach.rule import EventNeeds
+
+    class AbandonedCart(Rule):
+        """One reminder an hour after a cart is left, unless the customer bought since."""
+
+        name = "abandoned_cart"
+
+        def event_needs(self, now):
+            return EventNeeds(types=frozenset({"cart", "purchase"}), since=now - timedelta(days=2))
+
+        def select(self, profiles, ctx):
+            for p in profiles:
+                for cart in (e for e in p.events if e.type == "cart"):
+                    due = cart.time + timedelta(hours=1)
+                    bought = any(e.type == "purchase" and e.time >= cart.time for e in p.events)
+                    if due <= ctx.now and not bought:
+                        yield Candidate(f"{self.campaign}:{cart.id}", p.customer)
+
+    plugins = get_plugins(extra=[plugin("carts", outreach_register_rules=lambda register:
+                                        register(AbandonedCart))], load_entry_points=False)
+    p = sqlite_project
+    p.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,\nc2,Bo,Q,bo@example.com,,,en,yes,no,")
+    p.events("id,customer_id,type,time\n"
+             "k1,c1,cart,2026-11-24T09:00:00-08:00\n"
+             "k2,c2,cart,2026-11-24T09:00:00-08:00")
+    p.campaign("cart", '''
+        rule = "abandoned_cart"
+        channels = ["email"]
+        [email]
+        subject = "You left something behind"
+        body = "..."
+    ''')
+    assert p.run("2026-11-24T09:30", plugins=plugins).campaigns["cart"].queued == 0
+    # Bo buys during the delay; Ani does not.
+    p.events("id,customer_id,type,time\n"
+             "k1,c1,cart,2026-11-24T09:00:00-08:00\n"
+             "k2,c2,cart,2026-11-24T09:00:00-08:00\n"
+             "o1,c2,purchase,2026-11-24T09:40:00-08:00")
+    p.run("2026-11-24T10:05", plugins=plugins)
+    assert [m["to"] for m in p.outbox("email")] == ["ani@example.com"]
