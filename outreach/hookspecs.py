@@ -43,7 +43,7 @@ def outreach_register_sources(register: Callable[["type[Source]"], None]) -> Non
 
 
 @hookspec
-def outreach_plugin_settings() -> "Mapping[str, Setting]":
+def outreach_plugin_settings() -> "Mapping[str, Setting] | None":
     """Declare the settings of this plugin's own table, ``[plugins.NAME]`` in ``outreach.toml``.
 
     Return ``{"key": Setting(kind, help=...), ...}``. The core validates the table as it does a

@@ -174,10 +174,11 @@ class _Chain:
         except Exception as exc:
             raise self.plugins.crashed(self.hook_name, exc) from exc
 
-    def _blame(self, call: Callable[..., Any], exc: Exception) -> OutreachError:
+    def _blame(self, call: Callable[..., Any] | None, exc: Exception) -> OutreachError:
         if isinstance(exc, (PluginError, PluginCrashed)):
             return exc
-        return self.plugins.crashed(self.hook_name, exc, self.names[self.calls.index(call)])
+        name = self.names[self.calls.index(call)] if call is not None else None
+        return self.plugins.crashed(self.hook_name, exc, name)
 
     def _wrong(self, call: Callable[..., Any] | None, res: Any) -> PluginError:
         name = self.names[self.calls.index(call)] if call is not None else None
