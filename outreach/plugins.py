@@ -127,6 +127,26 @@ class Registry:
         return f"; plugins that failed to load: {names}"
 
 
+def _adapt(function: Callable[..., Any], names: tuple[str, ...],
+           argnames: tuple[str, ...]) -> Callable[..., Any]:
+    """``function`` as a function of all of ``argnames``, passing it only the ones it declares.
+
+    An implementation that takes the first few arguments (the built-in steps take the three the
+    hooks had before ``campaign``) gets a plain closure: the hot loop calls it per candidate.
+    """
+    if names == argnames:
+        return function
+    f = function
+    if names == argnames[:3]:
+        return lambda a, b, c, d: f(a, b, c)
+    if names == argnames[:2]:
+        return lambda a, b, c, d: f(a, b)
+    if names == argnames[:1]:
+        return lambda a, b, c, d: f(a)
+    idx = [argnames.index(n) for n in names]
+    return lambda *a: f(*[a[i] for i in idx])
+
+
 class _Chain:
     """One policy hook's implementations, called in order without pluggy's generic dispatch.
 
@@ -158,12 +178,7 @@ class _Chain:
         self.calls: list[Callable[..., Any]] = []
         self.names: list[str] = []
         for impl in impls:
-            names = tuple(impl.argnames)
-            if names == argnames:
-                self.calls.append(impl.function)
-            else:
-                idx = [argnames.index(n) for n in names]
-                self.calls.append(lambda *a, _f=impl.function, _i=idx: _f(*[a[i] for i in _i]))
+            self.calls.append(_adapt(impl.function, tuple(impl.argnames), argnames))
             self.names.append(impl.plugin_name)
 
     def _hook_call(self, *args: Any) -> Any:

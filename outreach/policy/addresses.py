@@ -19,7 +19,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from outreach import hookimpl
-from outreach.decision import ChannelInfo, DecisionContext, Refusal
+from outreach.decision import CampaignInfo, ChannelInfo, DecisionContext, Refusal
 from outreach.rule import Candidate
 
 
@@ -85,8 +85,8 @@ def raw_address(candidate: Candidate, kind: str) -> str | None:
 
 
 @hookimpl(tryfirst=True)
-def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
-                           ctx: DecisionContext) -> Refusal | None:
+def outreach_check_channel(candidate: Candidate, channel: ChannelInfo, ctx: DecisionContext,
+                           campaign: CampaignInfo) -> Refusal | None:
     kind, customer = channel.address_kind, candidate.customer  # raw_address, inlined: hot path
     _, problem = normalize(kind, customer.email if kind == "email" else customer.phone)
     return Refusal(problem) if problem else None
