@@ -12,7 +12,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -367,6 +367,9 @@ def load_project(
         campaigns[campaign.name] = campaign
     if campaign_problems and not only_valid:
         raise ConfigError(campaign_problems)
+    wrong = plugins.probe_policies(campaigns.values(), channels, datetime.now(timezone.utc), tz)
+    if wrong:  # a policy that cannot be read is not applied to anyone: refuse to go on
+        raise ConfigError(wrong)
     used = {ch for c in campaigns.values() for ch in c.channels}
     warnings = [Problem(f, f"channels.{name}.plugin", f"{text} (no campaign uses this channel)")
                 for name, text in unavailable.items() if name not in used]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from outreach import hookspecs
-from outreach.audience import Source
+from outreach.audience import Customer, Source
 from outreach.channel import Channel, ChannelError, Delivery, OutgoingMessage
 from outreach.decision import CampaignInfo, Choice, ChannelInfo, DecisionContext, Defer, Refusal
 from outreach.errors import OutreachError, Problem
@@ -397,6 +398,52 @@ class Plugins:
     def message_failed(self, message: OutgoingMessage, error: ChannelError, state: str) -> None:
         """Tell observers a message did not go out."""
         self._observe("outreach_message_failed", message=message, error=error, state=state)
+
+    def probe_policies(self, campaigns: Iterable[Any], channels: Mapping[str, Any],
+                       now: datetime, tz: Any) -> list[Problem]:
+        """Ask every plugin's policy hooks about a sample customer, on each campaign's channels,
+        so ``validate`` (and ``run``, before anything is planned) refuses an implementation that
+        answers with something other than a ``Refusal``, a ``Defer`` or None.
+
+        Only the answer's type is judged: a plugin that raises on a made-up customer is not
+        held to it here (a real one in the run would be named then).
+        """
+        problems: list[Problem] = []
+        blamed: set[tuple[str, str]] = set()
+        infos = {name: ChannelInfo(name, cfg.cls.address, cfg.consent, cfg.quiet_hours, cfg.plugin)
+                 for name, cfg in channels.items()}
+        customer = Customer("sample", "Ani", "Petrosyan", email="ani@example.com",
+                            phone="+37491234567",
+                            consent=frozenset(i.consent for i in infos.values()))
+        candidate = Candidate("sample", customer)
+        ctx = DecisionContext(now, tz)
+        for hook, second in (("outreach_check_channel", "channel"), ("outreach_decide", "choice")):
+            names = ("candidate", second, "ctx", "campaign")
+            impls = [i for i in getattr(self.pm.hook, hook).get_hookimpls()
+                     if i.plugin_name not in POLICY_NAMES]
+            for impl in impls:
+                call = _adapt(impl.function, tuple(impl.argnames), names)
+                for campaign in campaigns:
+                    about = CampaignInfo(campaign.name, campaign.category, campaign.priority)
+                    for ch in campaign.channels:
+                        info = infos.get(ch)
+                        if info is None or (impl.plugin_name, hook) in blamed:
+                            continue
+                        arg = info if hook == "outreach_check_channel" else Choice(
+                            info, customer.email if info.address_kind == "email"
+                            else customer.phone or "", now)
+                        try:
+                            res = call(candidate, arg, ctx, about)
+                        except Exception:  # noqa: BLE001 - judged on real customers, in the run
+                            continue
+                        if res is not None and not isinstance(res, _ANSWERS[hook]):
+                            blamed.add((impl.plugin_name, hook))
+                            expected = " or ".join(t.__name__ for t in _ANSWERS[hook])
+                            problems.append(Problem(
+                                self.where(impl.plugin_name), "",
+                                f"{hook} returned {res!r} for the sample customer; expected "
+                                f"{expected} (from outreach) or None"))
+        return problems
 
     # settings ----------------------------------------------------------------------------------
     def resolve_settings(self, table: Any, file: str, root: Path,

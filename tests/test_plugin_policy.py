@@ -75,7 +75,9 @@ def test_consent_refuses_before_a_third_party_policy_is_asked(sqlite_project, tr
     report = p.run("2026-11-24T10:00", plugins=plugins, rows=rows)
     assert {r.customer: r.reason for r in rows} == {"c1": "no consent for email",
                                                    "c2": "the third party says no"}
-    assert asked == ["c2"]  # never consulted about a customer the built-in steps refused
+    # Never consulted about a customer the built-in steps refused (validating the project asked
+    # it about the sample customer, to check the type of its answer).
+    assert [c for c in asked if c != "sample"] == ["c2"]
     assert dict(report.campaigns["thanks"].reasons) == {"no consent for email": 1,
                                                         "the third party says no": 1}
 
@@ -97,7 +99,7 @@ def test_a_suppressed_address_is_refused_as_suppressed_before_a_third_party_is_a
     finally:
         ledger.close()
     report = p.run("2026-11-24T10:00", plugins=plugins)
-    assert report.campaigns["thanks"].suppressed == 1 and asked == []
+    assert report.campaigns["thanks"].suppressed == 1 and "c1" not in asked
 
 
 # ------------------------------------------------------------------------------- what a policy sees
@@ -204,18 +206,25 @@ def test_a_policy_answer_of_the_wrong_type_stops_the_run_naming_the_plugin(sqlit
     p = sqlite_project
     purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,")
     p.campaign("thanks", THANKS)
-    result = p.cli("run", "--now", "2026-11-24T10:00", env={"PYTHONPATH": str(site)})
-    assert result.code == 2, result.stderr
-    assert ("plugin sloppy (distribution outreach_sloppy, entry point sloppy = outreach_sloppy): "
-            "outreach_check_channel returned 'no'; expected Refusal") in result.stderr
-    assert "Traceback" not in result.stderr and p.outbox("email") == []
+    where = "plugin sloppy (distribution outreach_sloppy, entry point sloppy = outreach_sloppy)"
+    for command in (["validate"], ["run", "--now", "2026-11-24T10:00"]):
+        result = p.cli(*command, env={"PYTHONPATH": str(site)})
+        assert result.code == 2, result.stderr
+        assert (f"{where}: outreach_check_channel returned 'no' for the sample customer; "
+                "expected Refusal (from outreach) or None") in result.stderr
+        assert "Traceback" not in result.stderr and p.outbox("email") == []
 
 
-def test_a_decide_answer_of_the_wrong_type_is_refused_in_process(sqlite_project):
-    plugins = get_plugins(extra=[plugin("sloppy", outreach_decide=lambda choice: True)])
+def test_a_decide_answer_of_the_wrong_type_is_refused_in_the_run(sqlite_project):
+    """Right for the sample customer of ``validate``, wrong for a real one: the run stops there."""
+    def outreach_decide(candidate):
+        return True if candidate.customer.id == "c1" else None
+
+    plugins = get_plugins(extra=[plugin("sloppy", outreach_decide=outreach_decide)])
     p = sqlite_project
     purchases(p, "c1,Ani,P,ani@example.com,,,hy,yes,no,")
     p.campaign("thanks", THANKS)
+    p.load(plugins)  # validates
     from outreach.plugins import PluginError
 
     with pytest.raises(PluginError, match="plugin sloppy: outreach_decide returned True; expected "
