@@ -429,9 +429,9 @@ class Plugins:
                         info = infos.get(ch)
                         if info is None or (impl.plugin_name, hook) in blamed:
                             continue
-                        arg = info if hook == "outreach_check_channel" else Choice(
-                            info, customer.email if info.address_kind == "email"
-                            else customer.phone or "", now)
+                        address = customer.email if info.address_kind == "email" else customer.phone
+                        arg = (info if hook == "outreach_check_channel"
+                               else Choice(info, address or "", now))
                         try:
                             res = call(candidate, arg, ctx, about)
                         except Exception:  # noqa: BLE001 - judged on real customers, in the run
