@@ -1,9 +1,11 @@
 """The vocabulary of the policy chain: what a step is asked about and what it may answer.
 
 Every candidate goes through the same chain (consent → suppression → address → channel choice →
-quiet hours → caps). The first four are asked per channel, in the campaign's order, through
-``outreach_check_channel``; the first channel nobody refuses is chosen. Then ``outreach_decide`` may
-veto or defer the chosen send. Caps come last, set-wise over everything a customer is due to get.
+quiet hours → caps). The first three are asked per channel, in the campaign's order, through
+``outreach_check_channel``, before any other plugin's implementation; the first channel nobody
+refuses is chosen. Then ``outreach_decide`` may veto or defer the chosen send; a deferral is asked
+of quiet hours again at its new time. Caps come last, set-wise over everything a customer is due
+to get, at each send's final time.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Built-in rules, channels, sources and policy steps are registered through the same hooks as third
 parties (as pytest does), then every distribution's entry points in the group ``outreach`` are loaded
 one by one: a plugin that fails to import is recorded (which one, why) and the rest load, so only the
-campaigns that need it fail validation. ``check_pending()`` runs last, so a misspelt hook name is an
-error rather than silence.
+campaigns that need it fail validation. A plugin that would load and silently do nothing (no hook,
+an ``outreach_*`` function without ``@hookimpl``, or, found by ``check_pending()`` which runs last,
+a hook name that does not exist) is a fatal failure: loading the project refuses to go on.
 
 ``OUTREACH_PLUGINS`` (comma-separated entry-point names) restricts which installed plugins load;
 ``OUTREACH_PLUGINS=""`` loads none but the built-ins.
