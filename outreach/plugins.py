@@ -202,7 +202,7 @@ class _Chain:
         expected = " or ".join(t.__name__ for t in self.answers)
         who = self.plugins.where(name) if name else "a plugin"
         return PluginError(f"{who}: {self.hook_name} returned {res!r}; expected {expected} "
-                           "(from outreach.decision) or None")
+                           "(from outreach) or None")
 
     def _check(self, answers: list, call: Callable[..., Any] | None = None) -> list:
         for res in answers:
