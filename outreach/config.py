@@ -367,7 +367,8 @@ def load_project(
         campaigns[campaign.name] = campaign
     if campaign_problems and not only_valid:
         raise ConfigError(campaign_problems)
-    wrong = plugins.probe_policies(campaigns.values(), channels, datetime.now(timezone.utc), tz)
+    wrong = plugins.probe_policies(campaigns.values(), channels, datetime.now(timezone.utc), tz,
+                                   plugin_values)
     if wrong:  # a policy that cannot be read is not applied to anyone: refuse to go on
         raise ConfigError(wrong)
     used = {ch for c in campaigns.values() for ch in c.channels}

@@ -401,7 +401,8 @@ class Plugins:
         self._observe("outreach_message_failed", message=message, error=error, state=state)
 
     def probe_policies(self, campaigns: Iterable[Any], channels: Mapping[str, Any],
-                       now: datetime, tz: Any) -> list[Problem]:
+                       now: datetime, tz: Any,
+                       settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[Problem]:
         """Ask every plugin's policy hooks about a sample customer, on each campaign's channels,
         so ``validate`` (and ``run``, before anything is planned) refuses an implementation that
         answers with something other than a ``Refusal``, a ``Defer`` or None.
@@ -417,7 +418,7 @@ class Plugins:
                             phone="+37491234567",
                             consent=frozenset(i.consent for i in infos.values()))
         candidate = Candidate("sample", customer)
-        ctx = DecisionContext(now, tz)
+        ctx = DecisionContext(now, tz, settings=settings or {})
         for hook, second in (("outreach_check_channel", "channel"), ("outreach_decide", "choice")):
             names = ("candidate", second, "ctx", "campaign")
             impls = [i for i in getattr(self.pm.hook, hook).get_hookimpls()

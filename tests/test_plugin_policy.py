@@ -476,3 +476,24 @@ def test_a_delay_that_a_purchase_cancels_is_decided_when_due(sqlite_project):
              "o1,c2,purchase,2026-11-24T09:40:00-08:00")
     p.run("2026-11-24T10:05", plugins=plugins)
     assert [m["to"] for m in p.outbox("email")] == ["ani@example.com"]
+
+
+def test_validate_asks_a_policy_about_the_sample_customer_with_its_settings(sqlite_project):
+    """The check of a policy's answers runs with the plugin's settings, as the run would."""
+    from outreach import Setting
+    from outreach.errors import ConfigError
+
+    def outreach_check_channel(ctx):
+        return "nope" if ctx.plugin_settings("strict")["on"] else None
+
+    module = plugin("strict", outreach_check_channel=outreach_check_channel,
+                    outreach_plugin_settings=lambda: {"on": Setting("bool", default=True,
+                                                                    help="refuse wrongly")})
+    plugins = get_plugins(extra=[module], load_entry_points=False)
+    p = sqlite_project
+    p.campaign("thanks", THANKS)
+    with pytest.raises(ConfigError, match="plugin strict: outreach_check_channel returned 'nope' "
+                                          "for the sample customer"):
+        p.load(plugins)
+    p.configure(extra="[plugins.strict]\non = false\n")
+    assert p.load(plugins).plugin_settings("strict") == {"on": False}
