@@ -176,6 +176,8 @@ class Project:
     workers: WorkersConfig | None = None
     #: The language of the campaigns' default templates (the sample customer's).
     locale: str = "en"
+    #: The longest an event-only run plans incrementally before a full pass (outreach.incremental).
+    full_pass_every: timedelta = timedelta(days=1)
     #: Each plugin's validated ``[plugins.NAME]`` table, by plugin name.
     plugin_values: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -204,6 +206,10 @@ _DEPLOYMENT_KEYS = {
     "batch_size": Setting("int", default=2000, minimum=1, help="customers per planning batch"),
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
+    "full_pass_every": Setting("duration", default=timedelta(days=1), minimum=1,
+                               help="a run in which only event-driven campaigns are due reads "
+                                    "only the new events; at least this often it reads the whole "
+                                    "audience instead, to reconcile everything"),
 }
 _TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers", "plugins")
 _RETRY_KEYS = {
@@ -380,7 +386,8 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
-        workers=workers, plugin_values=plugin_values,
+        workers=workers, full_pass_every=base.values["full_pass_every"],
+        plugin_values=plugin_values,
     )
 
 
