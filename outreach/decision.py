@@ -79,6 +79,8 @@ class DecisionContext:
     tz: ZoneInfo
     #: Suppressed (address kind, normalised address) pairs among this batch's addresses.
     suppressed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: The region of phone numbers written without ``+country`` (``phone_region``), or None.
+    phone_region: str | None = None
     #: Each plugin's validated ``[plugins.NAME]`` settings, by plugin name.
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
