@@ -39,7 +39,7 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 from zoneinfo import ZoneInfo
 
@@ -144,6 +144,9 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._done = 0
         self._total: int | None = None
+        #: When this dispatcher started (monotonic): quiet hours are checked at ``now`` plus the
+        #: time the run has taken, so a long run that reaches 21:00 stops there.
+        self._started = time.monotonic()
 
     # ------------------------------------------------------------------ main loop
     def run(self, limit: int | None = None) -> None:
@@ -287,12 +290,14 @@ class Dispatcher:
 
         Planning checked the planned time, but a retry's backoff, a resend, a Retry-After or a
         channel stopped until the next day move the send: the rule is checked again here, at the
-        moment of sending (the run's ``now``), by the planner's own code
-        (:func:`~outreach.policy.quiet_hours.held_until`), once per zone and channel.
+        moment of sending (the run's ``now``, plus the time the run has taken so far), by the
+        planner's own code (:func:`~outreach.policy.quiet_hours.held_until`), once per zone and
+        channel.
         """
         channels = self.project.channels
         if not any(cfg.quiet_hours for cfg in channels.values()):
             return claimed
+        at = self.now + timedelta(seconds=time.monotonic() - self._started)
         verdicts: dict[tuple[str | None, str], tuple[int, str] | None] = {}
         held: dict[int, tuple[int, str]] = {}
         ready: list[Claimed] = []
@@ -302,7 +307,7 @@ class Dispatcher:
                 verdict = verdicts[key]
             except KeyError:
                 cfg = channels.get(row.channel)
-                found = held_until(self.now, cfg.quiet_hours if cfg else None,
+                found = held_until(at, cfg.quiet_hours if cfg else None,
                                    self._zone(row.timezone))
                 verdict = verdicts[key] = (None if found is None else
                                            (epoch(found[0]), f"{QUIET_WAIT}: {found[1]}"))

@@ -9,6 +9,7 @@ real zones (the deployment in Los Angeles, a customer in Yerevan), on SQLite and
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -191,3 +192,38 @@ def test_a_ledger_without_the_timezone_column_is_migrated_and_uses_the_deploymen
         ("deferred", morning, None)}
     assert "in America/Los_Angeles" in p.messages()[0]["error"]
     assert p.outbox("sms") == []
+
+
+def test_a_long_dispatch_stops_at_the_start_of_quiet_hours(tmp_path):
+    """The send time is the run's ``now`` plus the time the run has taken: what a dispatcher
+    claims after 21:00 waits, even when it started at 20:59:59."""
+    from outreach.dispatch import Dispatcher
+    from outreach.ledger import Ledger
+    from outreach.plugins import get_plugins
+    from outreach.report import RunReport
+    from outreach.testing import Project
+
+    p = Project(tmp_path / "shop")
+    p.configure(quiet_hours=QUIET, caps=RETRY)
+    p.customers(CUSTOMERS.splitlines()[0])  # Ani, in Yerevan
+    p.events("e1,c1,purchase,2026-11-24T20:45:00+04:00")
+    p.campaign("thanks", THANKS)
+    res = p.cli("run", "--no-send", "--now", yerevan("2026-11-24T20:50"))
+    assert res.code == 0, res.stderr
+    plugins = get_plugins()
+    project = p.load(plugins)
+    ledger = Ledger(project.ledger_url)
+    try:
+        now = datetime(2026, 11, 24, 20, 59, 59, 800_000, tzinfo=YEREVAN)
+        dispatcher = Dispatcher(project, plugins, ledger, now.astimezone(timezone.utc),
+                                RunReport(now=now.isoformat()), owner="o")
+        claimed = ledger.claim("o", 10, epoch(now), 600)
+        assert dispatcher._hold_quiet(claimed) == claimed  # 20:59:59.8: it may go
+        ledger.release([c.id for c in claimed], "o")
+        time.sleep(0.3)  # the run goes on past 21:00
+        claimed = ledger.claim("o", 10, epoch(now), 600)
+        assert dispatcher._hold_quiet(claimed) == []
+    finally:
+        ledger.close()
+    [row] = p.messages()
+    assert (row["state"], row["due_at"], row["error"]) == ("deferred", at("2026-11-25T08:00"), HELD)
