@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta, timezone
 
 from outreach import hookimpl
-from outreach.decision import Choice, DecisionContext, Defer, Refusal
+from outreach.decision import CampaignInfo, Choice, DecisionContext, Defer, Refusal
 from outreach.rule import Candidate, customer_zone
 
 
@@ -75,8 +75,11 @@ def held_until(when: datetime, hours: tuple[time, time] | None, zone) -> tuple[d
     return until, f"quiet hours {hours[0]:%H:%M}–{hours[1]:%H:%M} in {getattr(zone, 'key', zone)}"
 
 
-@hookimpl
-def outreach_decide(candidate: Candidate, choice: Choice, ctx: DecisionContext) -> Defer | Refusal | None:
-    held = held_until(choice.send_at, choice.channel.quiet_hours,
-                      customer_zone(candidate.customer, ctx.tz))
+@hookimpl(tryfirst=True)
+def outreach_decide(candidate: Candidate, choice: Choice, ctx: DecisionContext,
+                    campaign: CampaignInfo) -> Defer | Refusal | None:
+    hours = choice.channel.quiet_hours
+    if not hours:
+        return None
+    held = held_until(choice.send_at, hours, customer_zone(candidate.customer, ctx.tz))
     return None if held is None else Defer(*held)
