@@ -26,6 +26,7 @@ from outreach.errors import ConfigError, ExitCode, OutreachError, UsageError
 from outreach.ledger import Ledger, epoch, from_epoch, wall_clock
 from outreach.planner import PlanRow
 from outreach.plugins import Plugins, get_plugins
+from outreach.policy.quiet_hours import QUIET_WAIT
 from outreach.render import RenderError, render_stored
 from outreach.report import COUNTERS, RunReport
 from outreach.run import check_campaign_names, execute, parse_now
@@ -246,6 +247,9 @@ def _print_report(report: RunReport, tz: tzinfo) -> None:
         err.print(f"channel {stopped.channel!r} stopped: {stopped.reason}. {stopped.released} "
                   "message(s) left queued, none failed: fix the channel's configuration and run "
                   "again to send them.", style="bold red", markup=False)
+    if report.held_for_quiet_hours:
+        out.print(f"{report.held_for_quiet_hours} message(s) due but held for quiet hours in the "
+                  "recipient's zone: waiting for quiet hours to end", markup=False)
     if report.recovered != (0, 0):
         out.print(f"recovered from an earlier crash: {report.recovered[0]} queued again, "
                   f"{report.recovered[1]} marked unknown (see `outreach status`)")
@@ -767,6 +771,8 @@ def status(state: _State, as_json: bool) -> None:
         runs = ledger.recent_runs(10)
         counts = ledger.state_counts()
         problems = ledger.problems()
+        # Messages the dispatcher held back at sending (their reason says so; outreach.dispatch).
+        held = ledger.deferred_count(QUIET_WAIT)
         if not ledger.is_sqlite:
             from outreach.workers.status import workers_status
 
@@ -779,10 +785,12 @@ def status(state: _State, as_json: bool) -> None:
               "started_at": from_epoch(r["started_at"]).isoformat(),
               "finished_at": from_epoch(r["finished_at"]).isoformat() if r["finished_at"] else None,
               "totals": (r["summary"] or {}).get("totals"),
-              "stopped_channels": (r["summary"] or {}).get("stopped_channels") or []}
+              "stopped_channels": (r["summary"] or {}).get("stopped_channels") or [],
+              "held_for_quiet_hours": (r["summary"] or {}).get("held_for_quiet_hours", 0)}
              for r in runs]
     if as_json:
         _emit_json({"states": states, "problems": problems, "runs": shown,
+                    "held_for_quiet_hours": held,
                     **({"workers": scale} if scale is not None else {})})
         return
     out.print("messages: " + ", ".join(f"{k} {v}" for k, v in states.items()), markup=False)
@@ -794,6 +802,9 @@ def status(state: _State, as_json: bool) -> None:
         why = p["error"] or ("waiting for the time it was planned for" if p["state"] == "deferred"
                              else "no reason recorded")
         out.print(f"  {p['count']} {p['state']}: {why}", markup=False)
+    if held:
+        out.print(f"{held} message(s) held for quiet hours in the recipient's zone: waiting for "
+                  "quiet hours to end", markup=False)
     for stopped in shown[0]["stopped_channels"] if shown else []:
         err.print(f"the last run stopped channel {stopped['channel']!r}: {stopped['reason']} "
                   f"({stopped['released']} message(s) left queued)", style="bold red",
@@ -845,7 +856,7 @@ def resend(state: _State, unknown_only: bool, failed_only: bool, campaigns: Sequ
     ledger = Ledger(project.ledger_url)
     try:
         rows = [r for r in ledger.unknown_messages() if not keys or r["key"] in keys]
-        requeued = ledger.resend_unknown([r["key"] for r in rows], int(wall_clock())) if yes and rows else 0
+        requeued = ledger.resend_unknown([r["key"] for r in rows]) if yes and rows else 0
     finally:
         ledger.close()
     if as_json:

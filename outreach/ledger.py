@@ -74,6 +74,9 @@ messages = Table(
     # The policy that stopped a planned message before it left ("suppression", "consent"): such a
     # failure is a decision, and `outreach resend --failed` leaves it alone unless named.
     Column("stopped_by", String(16)),
+    # The recipient's IANA zone when it was planned: the dispatcher checks quiet hours in it at the
+    # moment of sending. NULL (a message planned before the column existed): the deployment's zone.
+    Column("timezone", String(64)),
     # The claim's order, level by level (see Ledger.claim): within one state and priority, due
     # rows come first by due time, so a claim reads what it takes and never sorts the backlog.
     # It also serves recovery (state = 'sending') and the counts by state.
@@ -257,7 +260,7 @@ class OnConnection:
 _CLAIMABLE = ("queued", "deferred")
 #: What a claim returns, in the order of Claimed's fields.
 _CLAIMED_COLUMNS = ("id, key, campaign, version_id, customer_id, channel, address, name, locale, "
-                    "variables, category, attempts")
+                    "variables, category, attempts, timezone")
 #: The columns an outcome may set besides its state (Ledger.settle).
 _SETTLE_COLUMNS = ("provider_id", "segments", "error", "sent_at", "due_at", "attempts",
                    "stopped_by")
@@ -323,6 +326,8 @@ class Claimed:
     variables: dict[str, Any]
     category: str
     attempts: int
+    #: The recipient's zone (IANA name), or None for the deployment's.
+    timezone: str | None = None
 
 
 class Ledger:
@@ -843,7 +848,7 @@ class Ledger:
                                     "nothing was claimed")
         # Claimed(...) by position, not by name: a claim makes thousands of them.
         return [Claimed(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], _loads(r[10]), r[11],
-                        r[12]) for r in rows]
+                        r[12], r[13]) for r in rows]
 
     def _claimable(self, conn, limit: int, now: int, campaigns: list[str] | None,
                    channels: list[str] | None) -> list[tuple[Any, ...]]:
@@ -926,6 +931,23 @@ class Ledger:
             rows = self._by_ids_returning(conn, f"SELECT id FROM {{MESSAGES}} WHERE {mine}",
                                           list(wanted), params)
         return {r[0] for r in rows}
+
+    def hold(self, until: Mapping[int, tuple[int, str]], owner: str) -> int:
+        """Give claimed messages back as ``deferred`` until a given time, with the reason stored
+        (quiet hours at the moment of sending); no attempt counted. ``until``: id -> (due_at,
+        error). One statement per distinct (due_at, error) -- per zone and window, not per
+        message -- in one transaction; how many were held."""
+        groups: dict[tuple[int, str], list[int]] = {}
+        for id_, key in until.items():
+            groups.setdefault(key, []).append(id_)
+        t = wall_clock()
+        with self.engine.begin() as conn:
+            return sum(self._by_ids(
+                conn, "UPDATE {MESSAGES} SET state = 'deferred', due_at = :due, error = :error, "
+                "claim_owner = NULL, claim_expires = NULL, handed_at = NULL, updated_at = :t "
+                "WHERE {IDS} AND claim_owner = :owner", ids,
+                {"due": due, "error": error, "t": t, "owner": owner})
+                for (due, error), ids in groups.items())
 
     def release(self, ids: Sequence[int], owner: str) -> None:
         """Give claimed messages back untouched (a dispatcher stopping early)."""
@@ -1033,13 +1055,18 @@ class Ledger:
         finally:
             cur.close()
 
-    def resend_unknown(self, keys: Sequence[str] | None, now: int) -> int:
-        """Queue messages whose outcome is unknown again, on an operator's explicit word."""
+    def resend_unknown(self, keys: Sequence[str] | None) -> int:
+        """Queue messages whose outcome is unknown again, on an operator's explicit word.
+
+        Each stays due as it was when it was last tried (so at once, for the next run whatever its
+        ``--now``: a replayed run is not held back by the wall clock of the resend), and keeps its
+        planned time, what caps count. Quiet hours are checked again when it is sent.
+        """
         with self.engine.begin() as conn:
             stmt = update(messages).where(messages.c.state == "unknown")
             if keys is not None:
                 stmt = stmt.where(messages.c.key.in_(list(keys)))
-            return conn.execute(stmt.values(state="queued", due_at=now, handed_at=None,
+            return conn.execute(stmt.values(state="queued", handed_at=None,
                                             error=None, updated_at=wall_clock())).rowcount
 
     # ------------------------------------------------------------------ suppressions
@@ -1169,6 +1196,14 @@ class Ledger:
         with self.reader.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    def deferred_count(self, reason: str) -> int:
+        """How many deferred messages wait for a reason starting with ``reason``."""
+        with self.reader.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(messages).where(
+                messages.c.state == "deferred",
+                messages.c.error.like(reason.replace("%", r"\%").replace("_", r"\_") + "%",
+                                      escape="\\"))).scalar_one())
+
     def problems(self, limit: int = 20) -> list[dict[str, Any]]:
         """Failed and unknown messages grouped by state and error, most frequent first."""
         with self.reader.connect() as conn:
@@ -1289,6 +1324,7 @@ def _migrate(conn) -> None:
     ready = next(i for i in messages.indexes if i.name == "ix_messages_ready")
     ready.create(conn, checkfirst=True)
     _add_stopped_by(conn)
+    _add_timezone(conn)
     if conn.dialect.name == "sqlite":
         conn.execute(text("DROP INDEX IF EXISTS ix_messages_due"))
         return
@@ -1329,6 +1365,19 @@ def _add_stopped_by(conn) -> None:
                            ("consent", "the customer is no longer in the audience%")):
         conn.execute(text("UPDATE messages SET stopped_by = :cause WHERE state = 'failed' "
                           "AND error LIKE :pattern"), {"cause": cause, "pattern": pattern})
+
+
+def _add_timezone(conn) -> None:
+    """Give a ledger made before ``messages.timezone`` existed the column. Its messages keep NULL:
+    the dispatcher reads that as the deployment's zone."""
+    if conn.dialect.name == "sqlite":
+        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
+    else:
+        have = set(conn.execute(text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
+            "AND table_schema = current_schema()")).scalars())
+    if "timezone" not in have:
+        conn.execute(text("ALTER TABLE messages ADD COLUMN timezone VARCHAR(64)"))
 
 
 def _driver_url(url: str) -> str:

@@ -31,7 +31,7 @@ from outreach.addresses import normalize
 from outreach.policy.addresses import raw_address
 from outreach.recheck import ConsentRecheck
 from outreach.report import CampaignReport, RunReport
-from outreach.rule import Candidate, SelectContext
+from outreach.rule import Candidate, SelectContext, customer_zone
 from outreach.schedule import at_send_time
 from outreach.schedule import due as due_at
 from outreach.shard import Shard
@@ -662,11 +662,15 @@ class Planner:
                                     default=str),
             "category": a.campaign.category, "priority": a.campaign.priority,
             "state": "deferred" if later else "queued", "not_before": at, "due_at": at,
-            "run_id": self.run_id,
+            "run_id": self.run_id, "timezone": self._zone_name(c),
             # Why a deferred message waits (quiet hours, a delay), for `outreach status`; sending
             # it clears this, as it clears a retry's error.
             "error": (a.defer_reason or "waits for its delay") if later else None,
         }
+
+    def _zone_name(self, c: Any) -> str | None:
+        """The zone quiet hours are checked in again at sending (None: the deployment's)."""
+        return customer_zone(c, self.project.tz).key if c.timezone else None
 
     def _skip_row(self, campaign: Campaign, cand: Candidate, outcome: str, reason: str) -> dict[str, Any]:
         return {"key": cand.key, "campaign": campaign.name, "customer_id": cand.customer.id,
