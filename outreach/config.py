@@ -765,7 +765,7 @@ def _load_variants(raw: Any, base: dict[str, ChannelTemplates], channels: dict[s
                 if got:
                     fields[got[0]] = got[1]
             merged[ch] = ChannelTemplates(fields, locales, tmpl.options)
-        out.append(Variant(name, resolved.values["weight"], merged))
+        out.append(Variant(name, resolved.values.get("weight", 1.0), merged))
     if out and sum(v.weight for v in out) <= 0:
         problems.append(Problem(f, "variants", "expected at least one variant with a weight above 0"))
     return out

@@ -131,6 +131,10 @@ def compare(metric: str, a_name: str, a_hits: int, a_n: int, b_name: str, b_hits
                      f"({a_n + b_n:,} recipients)")
         return c
     c.more_needed = max(0, math.ceil(2 * n) - (a_n + b_n))
+    if c.more_needed == 0:  # enough recipients to see such a difference, and it is not there
+        c.verdict = (f"not significant: the difference of {abs(c.diff) * 100:.2f} points in "
+                     f"{metric} is within chance at {a_n + b_n:,} recipients")
+        return c
     c.verdict = (f"not yet significant: about {c.more_needed:,} more recipients needed to tell a "
                  f"difference of {abs(c.diff) * 100:.2f} points in {metric}")
     return c
