@@ -38,8 +38,8 @@ def figures(report: dict[str, Any]) -> list[tuple[str, Any]]:
     """(title, plotly figure) for each chart of the report."""
     go = _plotly()
     out: list[tuple[str, Any]] = []
-    layout = {"margin": {"l": 60, "r": 20, "t": 40, "b": 60}, "height": 420,
-              "template": "plotly_white"}
+    margin = {"l": 60, "r": 20, "t": 40, "b": 60}
+    layout: dict[str, Any] = {"margin": margin, "height": 420, "template": "plotly_white"}
 
     over_time = go.Figure(layout={**layout, "barmode": "stack",
                                   "yaxis": {"title": "messages planned"}})
@@ -59,7 +59,7 @@ def figures(report: dict[str, Any]) -> list[tuple[str, Any]]:
 
     refusals = report["refusals"]
     refused = go.Figure(layout={**layout, "height": max(300, 40 + 28 * len(refusals)),
-                                "margin": {**layout["margin"], "l": 360},
+                                "margin": {**margin, "l": 360},
                                 "xaxis": {"title": "candidates"}})
     labels = [f"{r['campaign']} · {r['outcome']}: {_short(r['reason'])}" for r in refusals]
     refused.add_bar(x=[r["count"] for r in refusals][::-1], y=labels[::-1], orientation="h",

@@ -93,7 +93,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.rule(f"{exp['campaign']}: {exp['kind']}")
         table = Table(box=None, padding=(0, 1))
         table.add_column("group", overflow="fold")
-        heads = ("customers", "converted", "rate", "in window")
+        heads: tuple[str, ...] = ("customers", "converted", "rate", "in window")
         if exp["kind"] == "variants":
             heads = ("sent", "deliv.", "opened", "clicked", *heads)
         for head in heads:
