@@ -34,6 +34,7 @@ def build_report(ledger: Ledger, window: Window, campaigns: Mapping[str, Campaig
     return {
         "since": from_epoch(window.since).astimezone(window.tz).isoformat(),
         "until": from_epoch(window.until).astimezone(window.tz).isoformat(),
+        "last_day": from_epoch(window.until - 1).astimezone(window.tz).date().isoformat(),
         "by": window.by,
         "timezone": str(window.tz.key),
         "rows": [r.as_dict(kinds) for r in ordered],

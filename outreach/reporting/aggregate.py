@@ -60,13 +60,17 @@ class Window:
     tz: ZoneInfo
     by: str = "day"
     campaigns: Sequence[str] | None = None
+    _periods: dict[int, str] = field(default_factory=dict, repr=False)
 
     def period(self, bucket: int) -> str:
         """The local day (``2026-11-24``) or the Monday of the week a bucket falls in."""
-        day = datetime.fromtimestamp(bucket * BUCKET, self.tz).date()
-        if self.by == "week":
-            day -= timedelta(days=day.weekday())
-        return day.isoformat()
+        known = self._periods.get(bucket)
+        if known is None:
+            day = datetime.fromtimestamp(bucket * BUCKET, self.tz).date()
+            if self.by == "week":
+                day -= timedelta(days=day.weekday())
+            known = self._periods[bucket] = day.isoformat()
+        return known
 
 
 @dataclass

@@ -110,7 +110,7 @@ def write_html(report: dict[str, Any], path: Path) -> None:
                                    t["opened"], t["clicked"], t["complained"],
                                    t.get("complaint_flag") or ""))
         + "</tr>" for t in report["totals"])
-    title = f"outreach report {report['since'][:10]} to {report['until'][:10]}"
+    title = f"outreach report {report['since'][:10]} to {report['last_day']}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}

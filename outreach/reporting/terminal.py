@@ -56,7 +56,7 @@ def _table(title: str, columns: tuple[tuple[str, str], ...], rows: list[dict[str
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     """Print ``report`` (see :func:`outreach.reporting.build_report`)."""
-    console.print(f"report {report['since'][:10]} to {report['until'][:10]} by {report['by']} "
+    console.print(f"report {report['since'][:10]} to {report['last_day']} by {report['by']} "
                   f"({report['timezone']})", markup=False)
     totals = {t["campaign"]: t for t in report["totals"]}
     if not totals:
