@@ -144,11 +144,20 @@ def _filter(window: Window, column: str, alias: str = "") -> tuple[str, dict[str
     return sql, params
 
 
+#: SQLite settings of the report's own reads: its GROUP BYs sort in memory and read the file
+#: through mmap, which measured about 1.5x faster on a large ledger; writers are not affected.
+_SQLITE_READS = ("PRAGMA temp_store = MEMORY", "PRAGMA cache_size = -262144",
+                 "PRAGMA mmap_size = 1073741824")
+
+
 def _run(ledger: Ledger, sql: str, params: dict[str, Any]) -> Iterable[Any]:
     stmt = text(sql)
     if "campaigns" in params:
         stmt = stmt.bindparams(bindparam("campaigns", expanding=True))
     with ledger.reader.connect() as conn:
+        if ledger.is_sqlite:
+            for pragma in _SQLITE_READS:
+                conn.exec_driver_sql(pragma)
         return conn.execute(stmt, params).all()
 
 
