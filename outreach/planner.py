@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 from outreach import caps as caps_mod
-from outreach import templates
+from outreach import incremental, templates
 from outreach.audience import Customer, Event, Profile, RowProblem, Source
 from outreach.config import Campaign, Project
 from outreach.experiments import held_out
@@ -187,6 +187,8 @@ class Planner:
     def _run(self) -> None:
         given = self._given_due is not None
         due = self._given_due if self._given_due is not None else self.due_campaigns()
+        if incremental.plan_incrementally(self, due):
+            return  # only event-driven campaigns were due: the new events were planned
         recheck = self._recheck()
         if not due:
             try:
@@ -199,12 +201,9 @@ class Planner:
             for campaign, occurrence in due:
                 if occurrence is not None and not given:
                     self.ledger.begin_occurrence(campaign.name, epoch(occurrence))
-                self._versions[campaign.name] = self.ledger.store_version(
-                    campaign.name, campaign.version, campaign.content)
-                for v in campaign.variants:  # one version per variant: dispatch renders as usual
-                    self._versions[f"{campaign.name}\0{v.name}"] = self.ledger.store_version(
-                        campaign.name, v.version, v.content)
+                self.store_versions(campaign)
         source = self.project.source()
+        cursor = incremental.FullPass.begin(self, source)  # before the events are read
         total = self._progress_total(source)  # the bar shows while events are read
         events, latest = self._collect_events(source, [c for c, _ in due])
         try:
@@ -223,6 +222,8 @@ class Planner:
             for campaign, occurrence in due:
                 if occurrence is not None and not self.report.campaign(campaign.name).error:
                     self.ledger.complete_occurrence(campaign.name, epoch(occurrence))
+        if cursor is not None:
+            cursor.finish(due)
 
     def _recheck(self) -> ConsentRecheck:
         """The re-check of waiting messages' consent that this run makes (see outreach.recheck):
@@ -653,6 +654,15 @@ class Planner:
                 skips.append({**self._skip_row(campaign, cand, "held_out", reason),
                               "decided_at": epoch(a.send_at)})
         return kept
+
+    def store_versions(self, campaign: Campaign) -> None:
+        """Store the campaign's version, and one per A/B variant (dispatch renders each message
+        from its own version, so a variant needs nothing more at send time)."""
+        self._versions[campaign.name] = self.ledger.store_version(
+            campaign.name, campaign.version, campaign.content)
+        for v in campaign.variants:
+            self._versions[f"{campaign.name}\0{v.name}"] = self.ledger.store_version(
+                campaign.name, v.version, v.content)
 
     # ------------------------------------------------------------------ rows
     def _variables(self, a: _Accepted) -> dict[str, Any]:
