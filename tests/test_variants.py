@@ -183,3 +183,36 @@ def test_an_older_ledger_gains_the_variant_column(tmp_path, ledger_url):
             assert conn.execute(text("SELECT COUNT(variant) FROM messages")).scalar() == 0
     finally:
         led.close()
+
+
+THANKS = '''
+name = "thanks"
+rule = "thank_you"
+channels = ["email"]
+[email]
+subject = "Thank you, {{ customer.first_name }}"
+body = "For your order."
+[[variants]]
+name = "plain"
+[[variants]]
+name = "warm"
+[variants.email]
+subject = "You made our day, {{ customer.first_name }}"
+'''
+
+
+def test_variants_of_an_event_campaign_hold_on_runs_that_read_only_new_events(project):
+    project.customers(_customers(6))
+    project.campaign("thanks", THANKS)
+    project.events("e1,c001,purchase,2026-11-24T09:00:00-08:00")
+    project.run("2026-11-24T10:00")
+    project.events("e1,c001,purchase,2026-11-24T09:00:00-08:00\n"
+                   "e2,c002,purchase,2026-11-24T10:30:00-08:00\n"
+                   "e3,c003,purchase,2026-11-24T10:40:00-08:00")
+    project.run("2026-11-24T11:00")
+    weights = VariantWeights.of([("plain", 1.0), ("warm", 1.0)])
+    msgs = {m["customer_id"]: m["variant"] for m in project.messages()}
+    assert msgs == {c: weights.pick("thanks", c) for c in ("c001", "c002", "c003")}
+    for m in project.outbox("email"):
+        warm = weights.pick("thanks", m["customer"]) == "warm"
+        assert m["subject"].startswith("You made our day" if warm else "Thank you")
