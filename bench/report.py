@@ -198,11 +198,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if fresh:
                 build(url, n, a.days)
             wall, inner, planned = measure(folder, url, n, a.days, a.report_days, a.repeat)
+            if backend == "postgresql" and a.keep is None:
+                _drop_schema(a.pg_url, f"bench_report_{n}")
             figures.append(figure(f"report_{backend}", wall, "s", "<= 2 s", messages=n,
                                   in_window=planned, queries_s=inner))
             print(f"  ({planned:,} messages in the {a.report_days} days; the queries alone: "
                   f"{inner:.2f} s)", flush=True)
     return figures
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _pg_schema(url: str, schema: str, fresh: bool) -> str:
