@@ -13,7 +13,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +22,7 @@ from croniter import croniter
 from jinja2 import TemplateError
 
 from outreach import templates
+from outreach.addresses import region_problem
 from outreach.audience import Source
 from outreach.channel import Channel
 from outreach.errors import ConfigError, Problem
@@ -215,8 +216,16 @@ class Project:
     workers: WorkersConfig | None = None
     #: The language of the campaigns' default templates (the sample customer's).
     locale: str = "en"
+    #: The region of phone numbers written without ``+country`` (``phone_region``), or None.
+    phone_region: str | None = None
     #: The longest an event-only run plans incrementally before a full pass (outreach.incremental).
     full_pass_every: timedelta = timedelta(days=1)
+    #: Each plugin's validated ``[plugins.NAME]`` table, by plugin name.
+    plugin_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """Plugin ``name``'s validated ``[plugins.NAME]`` settings, defaults filled in."""
+        return self.plugin_values.get(name, {})
 
     def source(self) -> Source:
         """A fresh audience source, told which attributes the campaigns' rules read as dates."""
@@ -236,6 +245,9 @@ _DEPLOYMENT_KEYS = {
     "ledger": Setting("str", default="sqlite:///outreach.db",
                       help="where decisions are recorded: sqlite:///FILE (relative to this file's "
                            "folder) or postgresql://USER@HOST/DB (needs outreach[postgresql])"),
+    "phone_region": Setting("str", help="the region (\"US\") of phone numbers written without "
+                                        "+country code: in outreach suppress, and in the audience "
+                                        "unless [audience] phone_region says otherwise"),
     "batch_size": Setting("int", default=2000, minimum=1, help="customers per planning batch"),
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
@@ -244,7 +256,7 @@ _DEPLOYMENT_KEYS = {
                                     "only the new events; at least this often it reads the whole "
                                     "audience instead, to reconcile everything"),
 }
-_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers")
+_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers", "plugins")
 _RETRY_KEYS = {
     "max_attempts": Setting("int", default=5, minimum=1,
                             help="attempts across runs before a transient failure fails for good"),
@@ -316,7 +328,8 @@ def reference_tables() -> dict[str, Mapping[str, Setting]]:
     """The keys of ``outreach.toml``'s own tables, by table (``""`` is the top level), and of a
     campaign file's top level (``campaign``): what the reference documentation is generated from.
 
-    ``[audience]`` and ``[channels.NAME]`` take the registered source's or channel type's settings.
+    ``[audience]``, ``[channels.NAME]`` and ``[plugins.NAME]`` take the registered source's,
+    channel type's or plugin's settings (:func:`outreach.reference.deployment_reference`).
     """
     return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
             "retry": _RETRY_KEYS, "workers": _WORKERS_KEYS, "campaign": _CAMPAIGN_KEYS,
@@ -364,6 +377,7 @@ def load_project(
         raise ConfigError(problems)
     root = config_path.resolve().parent
     f = str(config_path)
+    problems += plugins.registry.problems()  # a plugin that would silently not run stops everything
 
     top = {k: v for k, v in data.items() if k not in _TABLES}
     base = resolve(_DEPLOYMENT_KEYS, top, file=f, prefix="")
@@ -385,6 +399,16 @@ def load_project(
         if name in data and not isinstance(data[name], (dict, list)):
             problems.append(Problem(f, name, "expected a table"))
     source_cls, source_settings = _load_audience(data.get("audience", {}), plugins, f, root, problems)
+    phone_region = base.values.get("phone_region")
+    if phone_region is not None:
+        why = region_problem(phone_region)
+        if why:
+            problems.append(Problem(f, "phone_region", why))
+        phone_region = phone_region.upper()
+        if "phone_region" in source_cls.settings and source_settings.get("phone_region") is None:
+            source_settings["phone_region"] = phone_region  # the deployment's is the default
+    elif isinstance(source_settings.get("phone_region"), str):
+        phone_region = source_settings["phone_region"].upper()
     quiet = _load_quiet_hours(data.get("quiet_hours", {}), f, problems)
     unavailable: dict[str, str] = {}
     channels = _load_channels(data.get("channels", {}), plugins, quiet, f, root, environ, problems,
@@ -396,6 +420,7 @@ def load_project(
     problems += retry_values.problems
     retry = RetryPolicy(**retry_values.values) if not retry_values.problems else RetryPolicy()
     workers = _load_workers(data["workers"], ledger_url, f, problems) if "workers" in data else None
+    plugin_values = plugins.resolve_settings(data.get("plugins", {}), f, root, environ, problems)
 
     if problems:
         raise ConfigError(problems)
@@ -424,6 +449,10 @@ def load_project(
         campaigns[campaign.name] = campaign
     if campaign_problems and not only_valid:
         raise ConfigError(campaign_problems)
+    wrong = plugins.probe_policies(campaigns.values(), channels, datetime.now(timezone.utc), tz,
+                                   plugin_values)
+    if wrong:  # a policy that cannot be read is not applied to anyone: refuse to go on
+        raise ConfigError(wrong)
     used = {ch for c in campaigns.values() for ch in c.channels}
     warnings = [Problem(f, f"channels.{name}.plugin", f"{text} (no campaign uses this channel)")
                 for name, text in unavailable.items() if name not in used]
@@ -433,7 +462,8 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
-        workers=workers, full_pass_every=base.values["full_pass_every"],
+        workers=workers, phone_region=phone_region,
+        full_pass_every=base.values["full_pass_every"], plugin_values=plugin_values,
     )
 
 
@@ -459,11 +489,15 @@ def _load_workers(table: Any, ledger_url: str, f: str,
 
 def _ledger_url(url: str, root: Path, f: str, problems: list[Problem]) -> str:
     """Normalise the ledger URL: relative SQLite paths are relative to the project folder."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+    if url.startswith("sqlite:///"):
         rest = url[len("sqlite:///"):]
-        if rest and rest != ":memory:":
-            return "sqlite:///" + str(root / rest)
-        return url
+        if not rest or rest == ":memory:":
+            return url
+        path = root / rest  # an absolute path stays itself
+        if not path.parent.is_dir():  # a typo would make a new, empty ledger: refuse it instead
+            problems.append(Problem(f, "ledger", f"the folder {path.parent} does not exist: "
+                                                 "create it, or correct the path"))
+        return "sqlite:///" + str(path)
     if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
         return url
     problems.append(Problem(f, "ledger", "expected sqlite:///FILE or postgresql://… , got "

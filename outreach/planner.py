@@ -25,10 +25,11 @@ from outreach import incremental, templates
 from outreach.audience import Customer, Event, Profile, RowProblem, Source
 from outreach.config import Campaign, Project
 from outreach.experiments import held_out
-from outreach.decision import ChannelInfo, Choice, DecisionContext, Defer, Refusal
+from outreach.decision import CampaignInfo, ChannelInfo, Choice, DecisionContext, Defer, Refusal
 from outreach.ledger import Ledger, epoch
 from outreach.plugins import Plugins
-from outreach.policy.addresses import normalize, raw_address
+from outreach.addresses import normalize
+from outreach.policy.addresses import raw_address
 from outreach.recheck import ConsentRecheck
 from outreach.report import CampaignReport, RunReport
 from outreach.rule import Candidate, SelectContext
@@ -42,12 +43,12 @@ from outreach.sources.csv_source import CSVSource
 _SUPPRESSIONS_IN_MEMORY = 100_000
 
 #: The policy chain as the planner calls it: ``outreach_check_channel`` and ``outreach_decide``.
-_Policy = tuple[Callable[[Candidate, ChannelInfo, DecisionContext], Refusal | None],
-                Callable[[Candidate, Choice, DecisionContext], Refusal | Defer | None]]
+_Policy = tuple[Callable[[Candidate, ChannelInfo, DecisionContext, CampaignInfo], Refusal | None],
+                Callable[[Candidate, Choice, DecisionContext, CampaignInfo], Refusal | Defer | None]]
 
 #: ``normalize`` for a channel the policy chain let through: its addresses step refuses every
 #: address that does not normalise, so the address is there (and is not checked per candidate).
-_chosen_address = cast(Callable[[str, str | None], tuple[str, None]], normalize)
+_chosen_address = cast(Callable[[str, str | None, str | None], tuple[str, None]], normalize)
 
 
 @dataclass
@@ -85,8 +86,9 @@ class _Accepted:
 
 def _choose(campaign: Campaign, cand: Candidate, channel: str, info: ChannelInfo,
             ctx: DecisionContext,
-            decide: Callable[[Candidate, Choice, DecisionContext], Refusal | Defer | None],
-            now: datetime) -> _Accepted | Refusal:
+            decide: Callable[[Candidate, Choice, DecisionContext, CampaignInfo],
+                             Refusal | Defer | None],
+            now: datetime, about: CampaignInfo) -> _Accepted | Refusal:
     """The rest of the policy chain for a channel ``outreach_check_channel`` let through:
     the normalised address, the send time (the candidate's own, or now), and what
     ``outreach_decide`` says of it: a refusal, a deferral (a later send time, with its reason),
@@ -94,9 +96,9 @@ def _choose(campaign: Campaign, cand: Candidate, channel: str, info: ChannelInfo
     fall-back from a capped one take this step."""
     kind = info.address_kind
     address, _ = _chosen_address(kind, cand.customer.email if kind == "email"
-                                 else cand.customer.phone)
+                                 else cand.customer.phone, ctx.phone_region)
     send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
-    verdict = decide(cand, Choice(info, address, send_at), ctx)
+    verdict = decide(cand, Choice(info, address, send_at), ctx, about)
     if verdict is None:
         return _Accepted(campaign, cand, channel, address, send_at)
     if isinstance(verdict, Refusal):
@@ -149,7 +151,7 @@ class Planner:
         self.shard = shard if shard is not None and shard.count > 1 else None
         self._given_due = None if due is None else list(due)
         self.channel_info = {
-            name: ChannelInfo(name, cfg.cls.address, cfg.consent, cfg.quiet_hours)
+            name: ChannelInfo(name, cfg.cls.address, cfg.consent, cfg.quiet_hours, cfg.plugin)
             for name, cfg in project.channels.items()
         }
         self._versions: dict[str, int] = {}
@@ -396,7 +398,9 @@ class Planner:
         if not groups:
             return
 
-        ctx = DecisionContext(self.now, self.project.tz, self._suppressed(groups))
+        ctx = DecisionContext(self.now, self.project.tz, self._suppressed(groups),
+                              phone_region=self.project.phone_region,
+                              settings=self.project.plugin_values)
         accepted: list[_Accepted] = []
         skips: list[dict[str, Any]] = []
         record = not self.dry_run
@@ -480,7 +484,7 @@ class Planner:
                 for cand in cands:
                     raw = raw_address(cand, kind)
                     if raw:
-                        address, _ = normalize(kind, raw)
+                        address, _ = normalize(kind, raw, self.project.phone_region)
                         pairs.add((kind, address or raw))
         return pairs
 
@@ -504,16 +508,17 @@ class Planner:
         """
         check, decide = self._policy_callers()
         steps = [(ch, self.channel_info[ch]) for ch in campaign.channels]
+        about = CampaignInfo(campaign.name, campaign.category, campaign.priority)
         now = self.now
         refused: list[tuple[Candidate, str, str | None, str]] = []
         for cand in cands:
             refusals: list[tuple[str, Refusal]] = []
             for ch, info in steps:
-                refusal = check(cand, info, ctx)
+                refusal = check(cand, info, ctx, about)
                 if refusal is not None:
                     refusals.append((ch, refusal))
                     continue
-                choice = _choose(campaign, cand, ch, info, ctx, decide, now)
+                choice = _choose(campaign, cand, ch, info, ctx, decide, now, about)
                 if isinstance(choice, Refusal):
                     refused.append((cand, choice.outcome, ch, choice.reason))
                 else:
@@ -613,11 +618,12 @@ class Planner:
         reasons = [(a.channel, reason)]
         original = a
         channels = campaign.channels
+        about = CampaignInfo(campaign.name, campaign.category, campaign.priority)
         for ch in channels[channels.index(a.channel) + 1:]:
             info = self.channel_info[ch]
-            if check(cand, info, ctx) is not None:
+            if check(cand, info, ctx, about) is not None:
                 continue
-            choice = _choose(campaign, cand, ch, info, ctx, decide, now)
+            choice = _choose(campaign, cand, ch, info, ctx, decide, now, about)
             if isinstance(choice, Refusal):
                 continue
             choice.at = epoch(choice.send_at)
