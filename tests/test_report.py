@@ -50,7 +50,7 @@ def _events(project, rows: list[tuple[str, str, str, int]]) -> None:
         with ledger.engine.begin() as conn:
             conn.execute(insert(delivery_events), [
                 {"message_key": key, "provider": provider, "provider_event_id": f"ev{i}",
-                 "kind": kind, "detail": None, "machine_open": machine,
+                 "kind": kind, "detail": "", "machine_open": machine,
                  "occurred_at": 1_795_000_000 + i, "received_at": 1_795_000_000 + i}
                 for i, (key, provider, kind, machine) in enumerate(rows)])
     finally:

@@ -57,7 +57,7 @@ def report_file(sqlite_project, tmp_path) -> Path:
             if rng.random() < p:
                 rows.append({"message_key": m["key"], "provider": "sendgrid",
                              "provider_event_id": f"{m['key']}:{kind}", "kind": kind,
-                             "detail": None, "machine_open": 0, "occurred_at": m["not_before"] + 60,
+                             "detail": "", "machine_open": 0, "occurred_at": m["not_before"] + 60,
                              "received_at": m["not_before"] + 61})
     ledger = shop.ledger()
     with ledger.engine.begin() as conn:
