@@ -216,3 +216,14 @@ def test_variants_of_an_event_campaign_hold_on_runs_that_read_only_new_events(pr
     for m in project.outbox("email"):
         warm = weights.pick("thanks", m["customer"]) == "warm"
         assert m["subject"].startswith("You made our day" if warm else "Thank you")
+
+
+def test_the_report_compares_each_variant_with_the_first_declared(shop):
+    """A variant named to sort last but declared first is the one the others are compared with."""
+    body = NEWS.replace('name = "plain"\n', 'name = "zz-plain"\n')
+    shop.campaign("news", body)
+    shop.run("2026-11-24T10:00")
+    result = shop.cli("report", "--json", "--since", "2026-11-01", "--until", "2026-11-30",
+                      "--now", "2026-11-30T00:00")
+    [exp] = result.json()["experiments"]
+    assert [g["name"] for g in exp["groups"]] == ["zz-plain", "urgent"]

@@ -174,8 +174,10 @@ def experiments(ledger: Ledger, window: Window, campaigns: Mapping[str, Campaign
 
 def _variants(ledger: Ledger, window: Window, campaign: Campaign, source: Source | None,
               now: int) -> Experiment:
-    """Each variant against the first (in name order) on delivery, open, click, conversion."""
-    groups = variant_groups(ledger, window, campaign.name)
+    """Each variant against the campaign's first on delivery, open, click and conversion."""
+    order = {v.name: i for i, v in enumerate(campaign.variants)}  # the campaign file's order
+    groups = sorted(variant_groups(ledger, window, campaign.name),
+                    key=lambda g: (order.get(g.name, len(order)), g.name))
     exp = Experiment(campaign.name, "variants", groups)
     _conversions(exp, source, campaign, now)
     if len(groups) < 2:
