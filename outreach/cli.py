@@ -517,10 +517,12 @@ def _print_survey(found: Any) -> None:
 @click.option("--customer", "customer_id", metavar="ID", help="Render for this customer (default: a sample).")
 @click.option("--channel", help="Render for this channel (default: every channel of the campaign).")
 @click.option("--now", "now_text", metavar="ISO-TIME", help="The instant the rule sees.")
+@click.option("--variant", "variant_name", metavar="NAME",
+              help="Render this A/B variant (default: the customer's own, or the first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rendered fields as JSON.")
 @click.pass_obj
 def preview(state: _State, campaign: str, customer_id: str | None, channel: str | None,
-            now_text: str | None, as_json: bool) -> None:
+            now_text: str | None, variant_name: str | None, as_json: bool) -> None:
     """Render a campaign's message for one customer (or the sample customer), sending nothing."""
     from outreach import templates
 
@@ -529,6 +531,16 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
         raise UsageError(f"no campaign named {campaign!r} (campaigns: "
                          f"{', '.join(sorted(project.campaigns))})")
     camp = project.campaigns[campaign]
+    variant = None
+    if variant_name is not None:
+        variant = next((v for v in camp.variants if v.name == variant_name), None)
+        if variant is None:
+            names = ", ".join(v.name for v in camp.variants) or "none"
+            raise UsageError(f"--variant: campaign {campaign!r} has no variant named "
+                             f"{variant_name!r} (variants: {names})")
+    elif camp.variants:
+        variant = camp.variant_for(customer_id) if customer_id else camp.variants[0]
+    tmpl = variant.templates if variant else camp.templates
     now = parse_now(now_text, project.tz)
     if customer_id:
         from outreach.preview import customer_variables
@@ -551,7 +563,7 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
         if ch not in camp.templates:
             raise UsageError(f"campaign {campaign!r} has no channel {ch!r} (channels: "
                              f"{', '.join(camp.channels)})")
-        fields = camp.templates[ch].for_locale(locale)
+        fields = tmpl[ch].for_locale(locale)
         rendered = {}
         for name, source in fields.items():
             try:
@@ -568,11 +580,12 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
         result[ch] = {"locale": locale, "fields": rendered, "problems": rendered_problems}
     if as_json:
         _emit_json({"campaign": campaign, "customer": customer_id or "sample", "note": note,
-                    "channels": result})
+                    "variant": variant.name if variant else None, "channels": result})
         return
     err.print(note, markup=False)
     for ch, r in result.items():
-        out.rule(f"{campaign} · {ch} · locale {r['locale']}")
+        out.rule(f"{campaign} · {ch} · locale {r['locale']}"
+                 + (f" · variant {variant.name}" if variant else ""))
         for name, value in r["fields"].items():
             out.print(f"[bold]{name}[/bold]")
             out.print(value, markup=False)
@@ -594,8 +607,8 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
         refusals = ledger.customer_skips(customer_id)
         items = []
         for r in rows:
-            item = {k: r[k] for k in ("key", "campaign", "channel", "address", "state", "attempts",
-                                      "provider_id", "segments", "error")}
+            item = {k: r[k] for k in ("key", "campaign", "variant", "channel", "address", "state",
+                                      "attempts", "provider_id", "segments", "error")}
             item["planned_for"] = from_epoch(r["not_before"]).isoformat()
             item["sent_at"] = from_epoch(r["sent_at"]).isoformat() if r["sent_at"] else None
             if render:
@@ -617,7 +630,8 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
     if not items and not skipped:
         out.print(f"nothing recorded for customer {customer_id!r}", markup=False)
     for item in items:
-        out.rule(f"{item['campaign']} · {item['channel']} · {item['state']}")
+        out.rule(f"{item['campaign']} · {item['channel']} · {item['state']}"
+                 + (f" · variant {item['variant']}" if item["variant"] else ""))
         out.print(f"to {item['address']}, planned for {_shown(item['planned_for'], project.tz)}"
                   + (f", sent {_shown(item['sent_at'], project.tz)}" if item["sent_at"] else "")
                   + (f" — {item['error']}" if item["error"] else ""), markup=False)
@@ -627,6 +641,85 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
     for s in skipped:
         out.print(f"not sent: {s['campaign']} ({s['outcome']}, {_shown(s['decided_at'], project.tz)})"
                   f": {s['reason']}", markup=False)
+
+
+# ---------------------------------------------------------------------------------------- report
+def _report_day(option: str, value: str, tz: Any, end: bool) -> int:
+    """``--since`` / ``--until``: a date (the whole day, in the deployment's zone) or a time."""
+    from datetime import datetime, timedelta
+
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(f"{option}: expected a date such as 2026-11-01 or a time such as "
+                         f"2026-11-01T09:00, got {value!r}") from None
+    if end and len(value.strip()) == 10:  # a date alone: up to the end of that day
+        when += timedelta(days=1)
+    return epoch(when if when.tzinfo else when.replace(tzinfo=tz))
+
+
+@cli.command()
+@click.option("--campaign", "campaigns", multiple=True, metavar="NAME",
+              help="Only this campaign (repeatable; default: all).")
+@click.option("--since", metavar="DATE", help="From this date or time (default: 90 days before "
+                                              "--until), in the deployment's time zone.")
+@click.option("--until", metavar="DATE", help="Up to the end of this date, or this time "
+                                              "(default: now).")
+@click.option("--by", type=click.Choice(["day", "week"]), default="day", show_default=True,
+              help="One row per local day, or per week (from Monday).")
+@click.option("--now", "now_text", metavar="ISO-TIME",
+              help="Report as at this instant: the default --until, and which customers' "
+                   "conversion windows have closed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--html", "html_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Also write one self-contained HTML file with charts (needs outreach[report]).")
+@click.pass_obj
+def report(state: _State, campaigns: tuple[str, ...], since: str | None, until: str | None,
+           by: str, now_text: str | None, as_json: bool, html_file: Path | None) -> None:
+    """What happened to each campaign's messages, per day or week, and each experiment's result.
+
+    Planned, sent, failed and refused counts come from the ledger; delivered, bounced, opened,
+    clicked, unsubscribed and complained from the providers' delivery events (outreach serve):
+    without them those columns say they cannot be known.
+    """
+    from datetime import timedelta
+
+    from outreach.reporting import Window, build_report
+
+    if html_file is not None:
+        from outreach.reporting.html import _plotly
+
+        _plotly()  # say which extra is missing before any work
+    project = state.project(only_valid=True, secrets=False)
+    check_campaign_names(project, campaigns)
+    now = epoch(parse_now(now_text, project.tz))
+    hi = _report_day("--until", until, project.tz, True) if until else now
+    lo = (_report_day("--since", since, project.tz, False) if since
+          else hi - int(timedelta(days=90).total_seconds()))
+    if lo >= hi:
+        raise UsageError(f"--since ({since}) must come before --until ({until or 'now'})")
+    window = Window(lo, hi, project.tz, by, list(campaigns) or None)
+    kinds = {name: ch.cls.address for name, ch in project.channels.items()}
+    wanted = {n: c for n, c in project.campaigns.items() if not campaigns or n in campaigns}
+    source = project.source() if any(c.conversion for c in wanted.values()) else None
+    ledger = Ledger(project.ledger_url)
+    try:
+        data = build_report(ledger, window, wanted, kinds, source, now)
+    finally:
+        ledger.close()
+    if html_file is not None:
+        from outreach.reporting.html import write_html
+
+        write_html(data, html_file)
+    if as_json:
+        _emit_json(data)
+        return
+    from outreach.reporting.terminal import print_report
+
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+    print_report(data, Console(highlight=False, width=None if wide else 160))
+    if html_file is not None:
+        err.print(f"wrote {html_file}", markup=False)
 
 
 # ---------------------------------------------------------------------------------------- plugins

@@ -77,6 +77,9 @@ messages = Table(
     # The recipient's IANA zone when it was planned: the dispatcher checks quiet hours in it at the
     # moment of sending. NULL (a message planned before the column existed): the deployment's zone.
     Column("timezone", String(64)),
+    # The A/B variant of the campaign this message carries (None: the campaign has no variants).
+    # Its templates are in the message's own campaign version (one version per variant).
+    Column("variant", String(64)),
     # The claim's order, level by level (see Ledger.claim): within one state and priority, due
     # rows come first by due time, so a claim reads what it takes and never sorts the backlog.
     # It also serves recovery (state = 'sending') and the counts by state.
@@ -125,6 +128,25 @@ skips = Table(
     Column("decided_at", BigInteger, nullable=False),
     Column("run_id", String(64)),
     Index("ix_skips_customer", "customer_id"),
+)
+
+# ---------------------------------------------------------------- delivery_events (written by outreach serve)
+# What the providers later said about each message (webhooks of SendGrid, status callbacks of
+# Twilio), one row per provider event. `outreach report` reads its outcomes from here.
+delivery_events = Table(
+    "delivery_events", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("message_key", String(255)),  # the message's key; None when it cannot be matched
+    Column("provider", String(16), nullable=False),  # "sendgrid" or "twilio"
+    Column("provider_event_id", String(255), nullable=False, unique=True),
+    # SendGrid's event names (processed, delivered, deferred, bounce, dropped, open, click,
+    # spamreport, unsubscribe, group_unsubscribe, group_resubscribe), Twilio's statuses (queued,
+    # sent, delivered, undelivered, failed), and inbound_stop / inbound_start.
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text),
+    Column("machine_open", Integer, nullable=False, default=0),  # 1: an open by a mail privacy proxy
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
 )
 
 runs = Table(
@@ -746,7 +768,7 @@ class Ledger:
 
         One ``INSERT … ON CONFLICT (key) DO UPDATE`` executemany'd per shape of row: a candidate
         refused again (every run, until it consents) has its decision replaced in place, with no
-        read of which keys exist first.
+        read of which keys exist first. A ``held_out`` decision is never replaced.
         """
         if not rows:
             return
@@ -762,7 +784,10 @@ class Ledger:
         for cols, values in shaped:
             marks = ", ".join(["?" if self.is_sqlite else "%s"] * len(cols))
             refreshed = [c for c in ("outcome", "reason", "decided_at", "run_id") if c in cols]
+            # A held-out customer stays held out, from the first decision: the control group
+            # and the time its conversions count from never move (see outreach.experiments).
             action = ("DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in refreshed)
+                      + " WHERE skips.outcome <> 'held_out'"
                       if refreshed else "DO NOTHING")
             conn.exec_driver_sql(f"INSERT INTO skips ({', '.join(cols)}) VALUES ({marks}) "
                                  f"ON CONFLICT (key) {action}", values)
@@ -1324,7 +1349,7 @@ def _migrate(conn) -> None:
     ready = next(i for i in messages.indexes if i.name == "ix_messages_ready")
     ready.create(conn, checkfirst=True)
     _add_stopped_by(conn)
-    _add_timezone(conn)
+    _add_columns(conn)
     if conn.dialect.name == "sqlite":
         conn.execute(text("DROP INDEX IF EXISTS ix_messages_due"))
         return
@@ -1367,17 +1392,19 @@ def _add_stopped_by(conn) -> None:
                           "AND error LIKE :pattern"), {"cause": cause, "pattern": pattern})
 
 
-def _add_timezone(conn) -> None:
-    """Give a ledger made before ``messages.timezone`` existed the column. Its messages keep NULL:
-    the dispatcher reads that as the deployment's zone."""
+def _add_columns(conn) -> None:
+    """Give a ledger made before them the nullable columns ``messages.timezone`` (NULL: the
+    dispatcher checks quiet hours in the deployment's zone) and ``messages.variant`` (NULL: the
+    campaign had no variants)."""
     if conn.dialect.name == "sqlite":
         have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
     else:
         have = set(conn.execute(text(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
             "AND table_schema = current_schema()")).scalars())
-    if "timezone" not in have:
-        conn.execute(text("ALTER TABLE messages ADD COLUMN timezone VARCHAR(64)"))
+    for column in ("timezone", "variant"):
+        if column not in have:
+            conn.execute(text(f"ALTER TABLE messages ADD COLUMN {column} VARCHAR(64)"))
 
 
 def _driver_url(url: str) -> str:

@@ -126,7 +126,7 @@ def test_commands_that_only_read_work_without_the_providers_secrets(live_shop):
     p = live_shop
     for args in (("status",), ("status", "--json"), ("history", "--customer", "c1"),
                  ("plan", "--now", "2026-11-24T10:00"), ("preview", "news"),
-                 ("validate", "--offline")):
+                 ("validate", "--offline"), ("report",), ("report", "--json")):
         result = p.cli(*args, env=NO_SECRETS)
         assert result.code == 0, (args, result.stdout, result.stderr)
         assert "SENDGRID_API_KEY is not set" not in result.stdout + result.stderr or \
