@@ -886,7 +886,7 @@ def _reads_feedback(campaign: Campaign, now: datetime) -> bool:
         needs = campaign.rule.event_needs(now)
     except Exception:  # noqa: BLE001 - a rule that cannot say reads whatever it reads
         return False
-    return bool(needs) and "feedback" in needs.types
+    return needs is not None and "feedback" in needs.types
 
 
 class SampleRecord(dict):
