@@ -25,7 +25,6 @@ from outreach.errors import (
 from outreach.ledger import Ledger, epoch, from_epoch, wall_clock
 from outreach.planner import PlanRow
 from outreach.plugins import Plugins, get_plugins
-from outreach.policy.addresses import normalize
 from outreach.render import RenderError, render_stored
 from outreach.report import COUNTERS, RunReport
 from outreach.run import check_campaign_names, execute, parse_now
@@ -222,6 +221,8 @@ def run(state: _State, now_text: str | None, dry_run: bool, campaigns: Sequence[
                          "waited for; without them `outreach run` returns when it is done")
     update, stop = _progress(not as_json)
     ledger = Ledger(project.ledger_url)
+    if ledger.created:  # a first run, or a ledger path that changed: never without a word
+        err.print(f"created a new ledger at {_ledger_place(ledger)}", markup=False)
     try:
         report = execute(project, state.plugins, ledger, now, dry_run=dry_run, campaigns=campaigns,
                          send=not no_send, progress=update, skip_invalid=skip_invalid)
@@ -618,8 +619,11 @@ def plugins(state: _State, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------- suppression
-def _kind_of(address: str) -> str:
-    return "email" if "@" in address else "phone"
+def _ledger_place(ledger: Ledger) -> str:
+    """Where a ledger is, for a message: its file, or its URL without a password."""
+    from outreach.ledger import _safe_url
+
+    return ledger.url.split("///", 1)[1] if ledger.is_sqlite else _safe_url(ledger.url)
 
 
 @cli.command()
@@ -627,14 +631,36 @@ def _kind_of(address: str) -> str:
 @click.option("--reason", help="Why (kept with the entry).")
 @click.option("--remove", is_flag=True, help="Remove the address from the list instead.")
 @click.option("--list", "show", is_flag=True, help="List every suppressed address.")
+@click.option("--import", "source", type=click.Path(dir_okay=False, path_type=Path),
+              help="Add every address of FILE: one a line, or a CSV file with a header.")
+@click.option("--column", help="With --import: the CSV column holding the addresses (default: "
+                               "the columns named email or phone).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
 def suppress(state: _State, address: str | None, reason: str | None, remove: bool, show: bool,
-             as_json: bool) -> None:
-    """Never write to ADDRESS again (an email address or a phone number), on any campaign."""
+             source: Path | None, column: str | None, as_json: bool) -> None:
+    """Never write to ADDRESS again (an email address or a phone number), on any campaign.
+
+    The address is stored normalised (+15035550104, jane.doe@example.com), the form the planner
+    compares; one that does not normalise is refused (exit 2). With --import, refused lines are
+    reported with their line number and the others added; the exit code is then 2.
+    """
+    from outreach import suppress as adding
+
+    if column is not None and source is None:
+        raise UsageError("suppress: --column goes with --import FILE")
+    if source is not None and (address or remove or show):
+        raise UsageError("suppress: --import FILE takes no ADDRESS, --remove or --list")
     project = state.project(only_valid=True)
+    region = project.phone_region
     ledger = Ledger(project.ledger_url)
+    if ledger.created:
+        err.print(f"created a new ledger at {_ledger_place(ledger)}", markup=False)
     try:
+        left = ledger.normalize_suppressions(region)  # entries of an older version, made to match
+        for entry in left:
+            err.print(f"warning: suppressed {entry['address']!r} cannot be compared with any "
+                      f"address: {entry['problem']}", markup=False)
         if show:
             rows = ledger.suppression_list()
             for r in rows:
@@ -646,30 +672,47 @@ def suppress(state: _State, address: str | None, reason: str | None, remove: boo
                     out.print(f"{r['address']}  ({r['kind']}, {r['source']}, {r['created_at']}): "
                               f"{r['reason']}", markup=False)
             return
+        if source is not None:
+            if not reason:
+                raise UsageError("suppress: --reason is required (it is kept with each entry)")
+            report = adding.import_file(ledger, source, reason, region, column)
+            if as_json:
+                _emit_json(report.as_dict())
+            else:
+                for refused in report.refused:
+                    err.print(f"refused {refused}", markup=False)
+                out.print(f"{source}: {report.added} added, {report.already} already present, "
+                          f"{len(report.refused)} refused", markup=False)
+            if report.refused:
+                sys.exit(EXIT_CONFIG)
+            return
         if not address:
-            raise UsageError("suppress: give an ADDRESS (or --list)")
-        kind = _kind_of(address)
-        normalized, problem = normalize(kind, address)
-        target = normalized or address.strip()
+            raise UsageError("suppress: give an ADDRESS (or --list, or --import FILE)")
         if remove:
-            done = ledger.unsuppress(kind, target)
+            kind, target = adding.kind_of(address), address.strip()
+            normal, _ = adding.normalize(kind, target, region)
+            done = ledger.unsuppress(kind, normal or target)
+            if normal and not done:  # an entry stored as it was typed
+                done = ledger.unsuppress(kind, target)
+            target = normal or target
             result = {"address": target, "kind": kind, "removed": done}
         else:
             if not reason:
                 raise UsageError("suppress: --reason is required (it is kept with the entry)")
+            kind, target = adding.one(address, region)
             done = ledger.suppress(kind, target, reason, "operator")
-            result = {"address": target, "kind": kind, "added": done, "warning": problem}
+            result = {"address": target, "kind": kind, "added": done}
     finally:
         ledger.close()
     if as_json:
         _emit_json(result)
+    elif remove:
+        out.print(f"{target} ({kind}) {'removed from' if done else 'was not on'} the suppression "
+                  "list", markup=False)
+    elif done:
+        out.print(f"suppressed {target} ({kind})", markup=False)
     else:
-        verb = "removed from" if remove else "added to"
-        if done:
-            out.print(f"{target} {verb} the suppression list", markup=False)
-        else:
-            out.print(f"{target} was {'not on' if remove else 'already on'} the suppression list",
-                      markup=False)
+        out.print(f"{target} ({kind}) was already suppressed", markup=False)
 
 
 # ---------------------------------------------------------------------------------------- status / resend

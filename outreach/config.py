@@ -21,6 +21,7 @@ from croniter import croniter
 from jinja2 import TemplateError
 
 from outreach import templates
+from outreach.addresses import region_problem
 from outreach.audience import Source
 from outreach.channel import Channel
 from outreach.errors import ConfigError, Problem
@@ -198,6 +199,8 @@ class Project:
     locale: str = "en"
     #: Set when ``[serve]`` is: links in messages (unsubscribe, preferences, feedback) point there.
     serve: ServeConfig | None = None
+    #: The region of phone numbers written without ``+country`` (``phone_region``), or None.
+    phone_region: str | None = None
     #: The longest an event-only run plans incrementally before a full pass (outreach.incremental).
     full_pass_every: timedelta = timedelta(days=1)
 
@@ -219,6 +222,9 @@ _DEPLOYMENT_KEYS = {
     "ledger": Setting("str", default="sqlite:///outreach.db",
                       help="where decisions are recorded: sqlite:///FILE (relative to this file's "
                            "folder) or postgresql://USER@HOST/DB (needs outreach[postgresql])"),
+    "phone_region": Setting("str", help="the region (\"US\") of phone numbers written without "
+                                        "+country code: in outreach suppress, and in the audience "
+                                        "unless [audience] phone_region says otherwise"),
     "batch_size": Setting("int", default=2000, minimum=1, help="customers per planning batch"),
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
@@ -372,6 +378,16 @@ def load_project(
         if name in data and not isinstance(data[name], (dict, list)):
             problems.append(Problem(f, name, "expected a table"))
     source_cls, source_settings = _load_audience(data.get("audience", {}), plugins, f, root, problems)
+    phone_region = base.values.get("phone_region")
+    if phone_region is not None:
+        why = region_problem(phone_region)
+        if why:
+            problems.append(Problem(f, "phone_region", why))
+        phone_region = phone_region.upper()
+        if "phone_region" in source_cls.settings and source_settings.get("phone_region") is None:
+            source_settings["phone_region"] = phone_region  # the deployment's is the default
+    elif isinstance(source_settings.get("phone_region"), str):
+        phone_region = source_settings["phone_region"].upper()
     quiet = _load_quiet_hours(data.get("quiet_hours", {}), f, problems)
     unavailable: dict[str, str] = {}
     channels = _load_channels(data.get("channels", {}), plugins, quiet, f, root, environ, problems,
@@ -423,7 +439,8 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
-        workers=workers, serve=serve, full_pass_every=base.values["full_pass_every"],
+        workers=workers, serve=serve, phone_region=phone_region,
+        full_pass_every=base.values["full_pass_every"],
     )
 
 
@@ -477,11 +494,15 @@ def _load_serve(table: Any, f: str, environ: Mapping[str, str] | None,
 
 def _ledger_url(url: str, root: Path, f: str, problems: list[Problem]) -> str:
     """Normalise the ledger URL: relative SQLite paths are relative to the project folder."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+    if url.startswith("sqlite:///"):
         rest = url[len("sqlite:///"):]
-        if rest and rest != ":memory:":
-            return "sqlite:///" + str(root / rest)
-        return url
+        if not rest or rest == ":memory:":
+            return url
+        path = root / rest  # an absolute path stays itself
+        if not path.parent.is_dir():  # a typo would make a new, empty ledger: refuse it instead
+            problems.append(Problem(f, "ledger", f"the folder {path.parent} does not exist: "
+                                                 "create it, or correct the path"))
+        return "sqlite:///" + str(path)
     if url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
         return url
     problems.append(Problem(f, "ledger", "expected sqlite:///FILE or postgresql://… , got "

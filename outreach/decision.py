@@ -64,6 +64,8 @@ class DecisionContext:
     tz: ZoneInfo
     #: Suppressed (address kind, normalised address) pairs among this batch's addresses.
     suppressed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: The region of phone numbers written without ``+country`` (``phone_region``), or None.
+    phone_region: str | None = None
 
     def suppression_reason(self, kind: str, address: str) -> str | None:
         """Why an address is suppressed, or None."""

@@ -14,6 +14,7 @@ EXIT_OK = 0
 EXIT_MESSAGES_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_BUSY = 3
+EXIT_INTERNAL = 4
 
 
 class OutreachError(Exception):
@@ -63,3 +64,10 @@ class LedgerBusy(OutreachError):
     """Another ``outreach run`` holds the planner lock on this ledger."""
 
     exit_code = EXIT_BUSY
+
+
+class LockLost(OutreachError):
+    """A run's planner lock ended under it (its database session was ended): it stops at once,
+    writing nothing more, as another run may hold the lock now."""
+
+    exit_code = EXIT_INTERNAL

@@ -28,17 +28,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
+from typing import Any, Iterable, Iterator, Mapping, Sequence, cast, overload
 
 import filelock
 from sqlalchemy import (
     BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
-    create_engine, event, func, insert, select, text, update,
+    create_engine, event, func, insert, inspect, select, text, update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from outreach.errors import LedgerBusy, OutreachError
+from outreach.errors import LedgerBusy, LockLost, OutreachError
 from outreach.rule import PastMessage
 
 metadata = MetaData()
@@ -281,6 +281,34 @@ SCHEMA_LOCK = ("SELECT pg_advisory_xact_lock(hashtext(current_database() || '.' 
 #: of one database do not block each other). Planning shards hold it shared (outreach.workers).
 PLANNER_LOCK_KEY = "hashtext(current_database() || '.' || current_schema() || '.outreach-planner')"
 
+#: Why a planning run stopped when its lock's session ended (LockLost).
+_LOCK_LOST = ("the planner lock on the ledger was lost while planning (its database session "
+              "ended): this run stopped and wrote nothing after the loss; another run may hold "
+              "the lock now. Run again once it is done")
+
+
+class OnConnection:
+    """What a fenced ledger writes through instead of an engine: every transaction on the one
+    connection that holds a lock (a transaction begun inside another is part of it).
+
+    Once that connection is lost, so is the lock, and nothing is written through it again:
+    SQLAlchemy would otherwise reconnect a lost connection on its next use, without the lock.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        if self.conn.invalidated or self.conn.closed:
+            raise LockLost(_LOCK_LOST)
+        if self.conn.in_transaction():
+            yield self.conn
+            return
+        with self.conn.begin():
+            yield self.conn
+
+
 #: The states a claim takes messages from.
 _CLAIMABLE = ("queued", "deferred")
 #: What a claim returns, in the order of Claimed's fields.
@@ -359,8 +387,18 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = _driver_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        #: Whether opening made a new, empty ledger (no dedupe key, no suppression): the caller
+        #: says so, as a mistyped path would otherwise forget everything without a word.
+        self.created = False
         try:
             if self.is_sqlite:
+                db = self.url.split("///", 1)[1] if "///" in self.url else ""
+                if db and db != ":memory:" and not db.startswith("file:"):
+                    folder = Path(db).parent
+                    if not folder.is_dir():
+                        raise OutreachError(f"the ledger's folder {folder} does not exist (ledger "
+                                            f"{_safe_url(self.url)}): create it, or correct the "
+                                            "path; no new ledger was made")
                 self.engine = _sqlite_engine(self.url, immediate=True)
                 self.reader = _sqlite_engine(self.url, immediate=False)
             else:
@@ -382,6 +420,7 @@ class Ledger:
         with self.engine.begin() as conn:
             if not self.is_sqlite:
                 conn.execute(text(SCHEMA_LOCK))
+            self.created = not inspect(conn).has_table("messages")
             metadata.create_all(conn, checkfirst=True)
             _migrate(conn)
 
@@ -393,16 +432,20 @@ class Ledger:
 
     # ------------------------------------------------------------------ the planner lock
     @contextlib.contextmanager
-    def planner_lock(self) -> Iterator[None]:
-        """Hold the one-planner-at-a-time lock, or raise LedgerBusy at once.
+    def planner_lock(self) -> Iterator["Ledger"]:
+        """Hold the one-planner-at-a-time lock, or raise LedgerBusy at once; yields the ledger to
+        plan with.
 
         SQLite: an OS file lock beside the database (released by the OS if the process dies).
         PostgreSQL: a session advisory lock on a dedicated connection (released when it closes).
+        Every write of the ledger yielded goes through that connection (:class:`OnConnection`,
+        the fencing planning shards use too): if the session ends (terminated, a network cut,
+        a restart) the lock goes with it, every later write fails, and LockLost is raised.
         """
         if self.is_sqlite:
             db = self.url.split("///", 1)[1] if "///" in self.url else ""
             if not db or db == ":memory:":
-                yield
+                yield self
                 return
             lock = filelock.FileLock(db + ".lock", timeout=0)
             try:
@@ -411,7 +454,7 @@ class Ledger:
                 raise LedgerBusy("another outreach run is in progress on this ledger "
                                  f"({db}); nothing was done") from None
             try:
-                yield
+                yield self
             finally:
                 lock.release()
             return
@@ -421,11 +464,29 @@ class Ledger:
             conn.commit()
             if not got:
                 raise LedgerBusy("another outreach run is in progress on this ledger; nothing was done")
+            fenced = self.on_connection(conn)
             try:
-                yield
+                yield fenced
+            except SQLAlchemyError as exc:
+                if conn.invalidated or conn.closed:
+                    raise LockLost(_LOCK_LOST + f" ({_first_line(exc)})") from None
+                raise
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+                if not (conn.invalidated or conn.closed):
+                    try:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        conn.commit()
+                    except SQLAlchemyError:  # the session ended here: so did its lock
+                        conn.invalidate()
+
+    def on_connection(self, conn: Connection) -> "Ledger":
+        """This ledger, writing through ``conn`` only (reads go on as before): the writes of
+        whoever holds a lock on that connection, which end when the lock does."""
+        fenced = object.__new__(type(self))
+        fenced.__dict__.update(self.__dict__)
+        # Only ``begin()`` is used for writes: the connection stands in for the engine.
+        fenced.engine = cast(Engine, OnConnection(conn))
+        return fenced
 
     # ------------------------------------------------------------------ campaign versions and state
     def store_version(self, campaign: str, version: str, content: Mapping[str, Any]) -> int:
@@ -1038,16 +1099,79 @@ class Ledger:
                                             error=None, updated_at=wall_clock())).rowcount
 
     # ------------------------------------------------------------------ suppressions
+    # Addresses are stored normalised (outreach.addresses): callers normalise before they call.
     def suppress(self, kind: str, address: str, reason: str, source: str) -> bool:
-        """Add an address to the suppression list. False when it was already there."""
+        """Add an address to the suppression list. False when it was already there.
+
+        An address that normalises without a region (a provider's ``+15035550104``, a bounce's
+        ``Jane@Example.com``) is stored normalised, whoever calls.
+        """
+        from outreach.addresses import normalize
+
+        address = normalize(kind, address)[0] or address
+        return self.suppress_many([(kind, address)], reason, source) == 1
+
+    def suppress_many(self, pairs: Sequence[tuple[str, str]], reason: str, source: str) -> int:
+        """Add (kind, address) pairs in one transaction, set-wise; returns how many were new.
+
+        ``INSERT … ON CONFLICT DO NOTHING`` executemany'd: an address already listed keeps its
+        first reason, and no read precedes the write.
+        """
+        pairs = list(dict.fromkeys(pairs))
+        if not pairs:
+            return 0
+        stamp = int(wall_clock())
+        mark = "?" if self.is_sqlite else "%s"
+        sql = (f"INSERT INTO suppressions (kind, address, reason, source, created_at) "
+               f"VALUES ({mark}, {mark}, {mark}, {mark}, {stamp}) "
+               "ON CONFLICT (kind, address) DO NOTHING")
+        values = [(kind, address, reason, source) for kind, address in pairs]
         with self.engine.begin() as conn:
-            exists = conn.execute(select(suppressions.c.id).where(
-                suppressions.c.kind == kind, suppressions.c.address == address)).first()
-            if exists:
-                return False
-            conn.execute(insert(suppressions).values(kind=kind, address=address, reason=reason,
-                                                     source=source, created_at=wall_clock()))
-            return True
+            if self.is_sqlite:
+                raw = _sqlite3_of(conn)
+                before = raw.total_changes
+                raw.executemany(sql, values)
+                return raw.total_changes - before
+            return conn.exec_driver_sql(sql, values).rowcount
+
+    def normalize_suppressions(self, region: str | None) -> list[dict[str, Any]]:
+        """Rewrite entries stored before addresses were normalised (``(503) 555-0104``,
+        ``Jane.Doe@example.com``) in the form they are compared in, so that they match again.
+
+        Only rows that cannot already be in normal form are read (a phone number that is not
+        ``+digits``, an email address with capitals or surrounding spaces). A row whose normal
+        form is listed too is dropped (the older entry, with its reason, stays). Returns the
+        entries that still cannot be normalised (a national number and no ``phone_region``).
+        """
+        from outreach.addresses import normalize
+
+        odd = text("SELECT id, kind, address FROM suppressions WHERE "
+                   "(kind = 'phone' AND (substr(address, 1, 1) <> '+' OR address LIKE '% %' OR "
+                   "address LIKE '%-%' OR address LIKE '%(%' OR address LIKE '%.%')) OR "
+                   "(kind = 'email' AND (address <> lower(address) OR address <> trim(address)))")
+        with self.reader.connect() as conn:
+            rows = conn.execute(odd).all()
+        if not rows:
+            return []
+        left: list[dict[str, Any]] = []
+        fixes: list[tuple[int, str, str]] = []
+        for id_, kind, address in rows:
+            normal, problem = normalize(kind, address, region)
+            if normal is None:
+                left.append({"kind": kind, "address": address, "problem": problem})
+            elif normal != address:
+                fixes.append((id_, kind, normal))
+        if fixes:
+            with self.engine.begin() as conn:
+                for id_, kind, normal in fixes:
+                    taken = conn.execute(select(suppressions.c.id).where(
+                        suppressions.c.kind == kind, suppressions.c.address == normal)).first()
+                    if taken:
+                        conn.execute(suppressions.delete().where(suppressions.c.id == id_))
+                    else:
+                        conn.execute(update(suppressions).where(suppressions.c.id == id_)
+                                     .values(address=normal))
+        return left
 
     def unsuppress(self, kind: str, address: str) -> bool:
         """Remove an address from the suppression list (the customer asked to hear from us again)."""
@@ -1435,9 +1559,6 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     BEGIN IMMEDIATE takes the write lock when a transaction starts, so two processes never both
     read-then-write and deadlock; readers use plain transactions and are not blocked (WAL).
     """
-    db = url.split("///", 1)[1] if "///" in url else ""
-    if db and db != ":memory:":
-        Path(db).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, future=True, connect_args={"timeout": 60, "isolation_level": None})
 
     @event.listens_for(engine, "connect")

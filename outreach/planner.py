@@ -28,7 +28,8 @@ from outreach.config import Campaign, CapRule, Project
 from outreach.decision import ChannelInfo, Choice, DecisionContext, Defer, Refusal
 from outreach.ledger import Ledger, epoch
 from outreach.plugins import Plugins
-from outreach.policy.addresses import normalize, raw_address
+from outreach.addresses import normalize
+from outreach.policy.addresses import raw_address
 from outreach.recheck import ConsentRecheck
 from outreach.report import CampaignReport, RunReport
 from outreach.rule import Candidate, SelectContext
@@ -47,7 +48,7 @@ _Policy = tuple[Callable[[Candidate, ChannelInfo, DecisionContext], Refusal | No
 
 #: ``normalize`` for a channel the policy chain let through: its addresses step refuses every
 #: address that does not normalise, so the address is there (and is not checked per candidate).
-_chosen_address = cast(Callable[[str, str | None], tuple[str, None]], normalize)
+_chosen_address = cast(Callable[[str, str | None, str | None], tuple[str, None]], normalize)
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _choose(campaign: Campaign, cand: Candidate, channel: str, info: ChannelInfo
     fall-back from a capped one take this step."""
     kind = info.address_kind
     address, _ = _chosen_address(kind, cand.customer.email if kind == "email"
-                                 else cand.customer.phone)
+                                 else cand.customer.phone, ctx.phone_region)
     send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
     verdict = decide(cand, Choice(info, address, send_at), ctx)
     if verdict is None:
@@ -425,7 +426,8 @@ class Planner:
         if not groups:
             return
 
-        ctx = DecisionContext(self.now, self.project.tz, self._suppressed(groups))
+        ctx = DecisionContext(self.now, self.project.tz, self._suppressed(groups),
+                              phone_region=self.project.phone_region)
         accepted: list[_Accepted] = []
         skips: list[dict[str, Any]] = []
         record = not self.dry_run
@@ -507,7 +509,7 @@ class Planner:
                 for cand in cands:
                     raw = raw_address(cand, kind)
                     if raw:
-                        address, _ = normalize(kind, raw)
+                        address, _ = normalize(kind, raw, self.project.phone_region)
                         pairs.add((kind, address or raw))
         return pairs
 

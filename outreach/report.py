@@ -98,6 +98,8 @@ class RunReport:
     run_id: str | None = None
     #: Channels stopped by a configuration the provider refused, by channel name.
     stopped_channels: dict[str, StoppedChannel] = field(default_factory=dict)
+    #: The run found no ledger and made a new one (the first run; or a path that changed).
+    ledger_created: bool = False
     #: How planning read the audience (outreach.incremental): ``mode`` is ``incremental`` or
     #: ``full``, with ``reason`` for a full pass, and for an incremental one the ``events`` read
     #: and ``customers`` looked up by id.
@@ -145,4 +147,5 @@ class RunReport:
             "recovered": {"requeued": self.recovered[0], "unknown": self.recovered[1]},
             "stopped_channels": [c.as_dict() for c in self.stopped_channels.values()],
             "planning": self.planning,
+            "ledger_created": self.ledger_created,
         }

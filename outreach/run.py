@@ -65,8 +65,13 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
         campaigns = [c for c in campaigns if c in project.campaigns]
         if not campaigns:
             raise ConfigError([Problem(str(project.file), "", line) for line in left_out])
+    # Suppressions an older version stored as typed are rewritten in the form compared (a plan
+    # too: what it shows must be what a run does).
+    ledger.normalize_suppressions(project.phone_region)
+    report_created = ledger.created
     report = RunReport(now=now.isoformat(timespec="seconds"), dry_run=dry_run,
-                       skipped_campaigns=[str(p) for p in project.skipped] + left_out)
+                       skipped_campaigns=[str(p) for p in project.skipped] + left_out,
+                       ledger_created=report_created)
     for name in project.campaigns:
         if not campaigns or name in campaigns:
             report.campaign(name)
@@ -78,7 +83,7 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
         Planner(project, plugins, ledger, now, report, campaigns=campaigns, dry_run=True,
                 on_row=on_row, progress=stage("planning")).run()
         return report
-    with ledger.planner_lock():
+    with ledger.planner_lock() as planning:  # writes through the lock's own session
         run_id = ledger.start_run(command, epoch(now))
         report.run_id = run_id
         status = "failed"
@@ -86,7 +91,7 @@ def execute(project: Project, plugins: Plugins, ledger: Ledger, now: datetime, *
             # Claims of a crashed process are taken back before planning, so that the messages
             # queued again are re-checked for consent with the others (outreach.recheck).
             report.recovered = ledger.recover()
-            Planner(project, plugins, ledger, now, report, campaigns=campaigns, run_id=run_id,
+            Planner(project, plugins, planning, now, report, campaigns=campaigns, run_id=run_id,
                     on_row=on_row, progress=stage("planning")).run()
             if send:
                 Dispatcher(project, plugins, ledger, now, report, campaigns=campaigns,

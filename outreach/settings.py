@@ -92,6 +92,10 @@ class Secret:
         return hash(self.env)
 
 
+#: The whole numbers an ``int`` setting may hold: a signed 32-bit integer, what the ledger's
+#: integer columns (a campaign's priority) keep on PostgreSQL, and far past any count or size.
+INT_RANGE = (-(2**31), 2**31 - 1)
+
 _KINDS = ("str", "path", "int", "float", "bool", "duration", "clock", "list", "table", "number")
 
 
@@ -113,6 +117,9 @@ class Setting:
     env: str | None = None
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    #: The largest value allowed. An ``int`` setting is also bounded by :data:`INT_RANGE` (what a
+    #: ledger column and every database the ledger runs on hold), whatever it declares.
+    maximum: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -134,8 +141,12 @@ class Setting:
         }[self.kind]
         if self.choices:
             what = "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.minimum is not None:
+        if self.minimum is not None and self.maximum is not None:
+            what += f" from {self.minimum:g} to {self.maximum:g}"
+        elif self.minimum is not None:
             what += f" of at least {self.minimum:g}"
+        elif self.maximum is not None:
+            what += f" of at most {self.maximum:g}"
         return what
 
 
@@ -174,10 +185,17 @@ def _coerce(setting: Setting, value: Any) -> Any:
 
 
 def _check_range(setting: Setting, value: Any) -> Any:
-    if setting.minimum is not None:
-        number = value.total_seconds() if isinstance(value, timedelta) else value
-        if number < setting.minimum:
-            raise ValueError(f"expected {setting.describe()}, got {_show(value)}")
+    number = value.total_seconds() if isinstance(value, timedelta) else value
+    if not isinstance(number, (int, float)):
+        return value
+    if setting.minimum is not None and number < setting.minimum:
+        raise ValueError(f"expected {setting.describe()}, got {_show(value)}")
+    if setting.maximum is not None and number > setting.maximum:
+        raise ValueError(f"expected {setting.describe()}, got {_show(value)}")
+    if setting.kind == "int" and not INT_RANGE[0] <= number <= INT_RANGE[1]:
+        low = INT_RANGE[0] if setting.minimum is None else max(INT_RANGE[0], int(setting.minimum))
+        raise ValueError(f"expected {setting.describe()} from {low} to {INT_RANGE[1]}, got "
+                         f"{_show(value)}")
     return value
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from outreach.audience import RowProblem, Source
 from outreach.audience_check import reads_events
 from outreach.config import Campaign, Project
-from outreach.policy.addresses import normalize
+from outreach.addresses import normalize
 
 #: Row problems kept word for word (all are counted); the rest are summed up.
 KEEP_ROW_PROBLEMS = 1000
@@ -110,7 +110,7 @@ def survey(project: Project, source: Source, now: datetime,
                 continue
             ok = valid_cache.get((kind, raw))
             if ok is None:
-                ok = normalize(kind, raw)[0] is not None
+                ok = normalize(kind, raw, project.phone_region)[0] is not None
                 if len(valid_cache) > 100_000:
                     valid_cache.clear()
                 valid_cache[(kind, raw)] = ok

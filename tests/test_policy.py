@@ -230,7 +230,8 @@ def test_invalid_phone_is_skipped_with_a_reason_naming_it(project):
 
     assert p.outbox("sms") == []
     assert dict(report.campaigns["thanks"].reasons) == {
-        "invalid phone number '12345': expected E.164 such as +37491234567": 1}
+        "invalid phone number '12345': expected E.164 such as +37491234567 (or set "
+        "phone_region in outreach.toml to read national numbers)": 1}
 
 
 def test_phone_that_parses_but_is_not_a_valid_number(project):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from outreach import hookimpl
 from outreach.decision import ChannelInfo, DecisionContext, Refusal
-from outreach.policy.addresses import normalize, raw_address
+from outreach.addresses import normalize
+from outreach.policy.addresses import raw_address
 from outreach.rule import Candidate
 
 
@@ -18,6 +19,6 @@ def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
     if not ctx.suppressed:
         return None  # nothing is suppressed: no address needs normalising to find that out
     raw = raw_address(candidate, channel.address_kind)
-    address, _ = normalize(channel.address_kind, raw)
+    address, _ = normalize(channel.address_kind, raw, ctx.phone_region)
     reason = ctx.suppression_reason(channel.address_kind, address or raw or "")
     return Refusal(f"suppressed: {reason}", "suppressed") if reason else None

@@ -164,7 +164,11 @@ class CSVSource(Source):
     def _file_problem(self, key: str) -> str | None:
         """Why a file cannot be read as CSV at all: missing, empty, not UTF-8 text."""
         path = Path(self.config[key])
+        if "\0" in str(path):
+            return f"{str(self.config[key])!r} is not a file name (it holds a NUL character)"
         try:
+            if path.is_dir():
+                return f"{self._shown(key)} is a folder, not a CSV file"
             if not path.is_file():
                 return f"file {self._shown(key)} does not exist"
             with path.open("rb") as fh:

@@ -37,8 +37,7 @@ from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping as TMapping, Sequence
 
-import phonenumbers
-
+from outreach.addresses import normalize, region_problem
 from outreach.audience import Customer, SourceDescription, SourceProblem
 from outreach.settings import Setting
 from outreach.sources.dates import DateError, check_format, parse_date
@@ -239,9 +238,9 @@ def from_settings(config: TMapping[str, Any]) -> tuple[Mapping, list[SourceProbl
             mapping.date_format = config["date_format"]
     region = config.get("phone_region")
     if region is not None:
-        if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
-            problems.append(SourceProblem("audience.phone_region", f"expected a region code such "
-                                                                   f"as \"US\" or \"AM\", got {region!r}"))
+        why = region_problem(region)
+        if why:
+            problems.append(SourceProblem("audience.phone_region", why))
         else:
             mapping.phone_region = region.upper()
     if config.get("event_type") is not None:
@@ -450,12 +449,7 @@ class CustomerReader:
             return raw
         known = self._phone_of.get(raw)
         if known is None:
-            try:
-                number = phonenumbers.parse(raw, self.mapping.phone_region)
-                known = (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-                         if phonenumbers.is_valid_number(number) else raw)
-            except phonenumbers.NumberParseException:
-                known = raw
+            known = normalize("phone", raw, self.mapping.phone_region)[0] or raw
             if len(self._phone_of) > 100_000:
                 self._phone_of.clear()
             self._phone_of[raw] = known

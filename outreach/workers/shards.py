@@ -35,7 +35,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from outreach.config import Campaign, Project
 from outreach.errors import LedgerBusy
-from outreach.ledger import PLANNER_LOCK_KEY, SCHEMA_LOCK, Ledger, from_epoch, wall_clock
+from outreach.ledger import (
+    PLANNER_LOCK_KEY, SCHEMA_LOCK, Ledger, OnConnection, from_epoch, wall_clock,
+)
 from outreach.planner import Planner
 from outreach.plugins import Plugins
 from outreach.report import RunReport
@@ -147,21 +149,9 @@ class StaleShard(LedgerBusy):
     """A shard job of an older shard count (the count changed since it was queued)."""
 
 
-class _OnConnection:
-    """What a :class:`FencedLedger` writes through instead of an engine: every transaction on
-    the one connection that holds the shard's locks (a transaction begun inside another is
-    part of it)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    @contextlib.contextmanager
-    def begin(self) -> Iterator[Connection]:
-        if self.conn.in_transaction():
-            yield self.conn
-            return
-        with self.conn.begin():
-            yield self.conn
+#: What a :class:`FencedLedger` writes through instead of an engine: every transaction on the
+#: one connection that holds the shard's locks (the planner lock's fencing, outreach.ledger).
+_OnConnection = OnConnection
 
 
 class FencedLedger(Ledger):
