@@ -74,12 +74,22 @@ def shows(browser, text: str, timeout: float = 20) -> bool:
 
 def send(browser, button: str) -> None:
     """Click a form's button and wait for the page it answers with."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.ID, button).click()
-    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(page))
+
+    def replaced(_) -> bool:
+        try:
+            page.is_enabled()  # the old document's element: gone once the answer has loaded
+            return False
+        except WebDriverException:  # stale, or "does not belong to the document" mid-load
+            return True
+
+    WebDriverWait(browser, 20).until(replaced)
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.readyState")
+                                     == "complete")
 
 
 def png_rows(data: bytes) -> tuple[int, int, set[bytes]]:
