@@ -10,8 +10,7 @@ A plugin is a module (usually its own distribution) that implements some of the 
     whatsapp = "outreach_whatsapp"
 
     # outreach_whatsapp/__init__.py
-    from outreach import hookimpl
-    from outreach.channel import Channel, Delivery, TransientError
+    from outreach import Channel, hookimpl
 
     class WhatsApp(Channel):
         type_name = "whatsapp"
@@ -23,9 +22,10 @@ A plugin is a module (usually its own distribution) that implements some of the 
         register(WhatsApp)
 
 Run ``outreach plugins`` to see it loaded, and check it with :func:`outreach.testing.check_channel`.
-The public surface for plugin authors is :mod:`outreach.hookspecs`, :mod:`outreach.channel`,
-:mod:`outreach.rule`, :mod:`outreach.audience`, :mod:`outreach.settings`, :mod:`outreach.sms` and
-:mod:`outreach.testing`; everything else may change without notice.
+The public surface for plugin authors is what this package exports (``__all__``), and the modules
+:mod:`outreach.hookspecs`, :mod:`outreach.channel`, :mod:`outreach.rule`, :mod:`outreach.audience`,
+:mod:`outreach.settings`, :mod:`outreach.decision`, :mod:`outreach.sms` and :mod:`outreach.testing`;
+everything else may change without notice (docs: How-to, Write a plugin).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -40,4 +40,27 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-__all__ = ["hookimpl", "__version__"]
+# The public API, importable from ``outreach`` itself (after ``hookimpl``: these modules' plugins
+# import it from here).
+from outreach.audience import Customer, Event, Profile, Source  # noqa: E402
+from outreach.channel import (Channel, Delivery, OutgoingMessage, PermanentError,  # noqa: E402
+                              TemplateField, TransientError, UnknownOutcomeError)
+from outreach.decision import CampaignInfo, ChannelInfo, Choice, DecisionContext, Defer, Refusal  # noqa: E402
+from outreach.plugins import Plugins, get_plugins  # noqa: E402
+from outreach.rule import Candidate, Rule, SelectContext  # noqa: E402
+from outreach.settings import Secret, Setting  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    # what plugins register
+    "Channel", "Rule", "Source", "Setting", "Secret", "TemplateField",
+    # what channels send and answer
+    "OutgoingMessage", "Delivery", "TransientError", "PermanentError", "UnknownOutcomeError",
+    # what rules and sources read and make
+    "Customer", "Event", "Profile", "Candidate", "SelectContext",
+    # what policy steps are asked and answer
+    "CampaignInfo", "ChannelInfo", "Choice", "DecisionContext", "Refusal", "Defer",
+    # a plugin manager for tests: installed plugins and the ones given
+    "get_plugins", "Plugins",
+]

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from outreach import __version__
@@ -602,11 +603,13 @@ def consent(state: _State, customer_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
 def plugins(state: _State, as_json: bool) -> None:
-    """List the plugins: version, the hooks each implements, the channels and rules it adds."""
+    """List the plugins: version, the hooks each implements, what it adds and the settings each
+    channel type takes. Exits 2 when a plugin failed to load."""
     rows = state.plugins.describe()
+    failed = any(r.get("error") for r in rows)
     if as_json:
         _emit_json(rows)
-        return
+        sys.exit(EXIT_CONFIG if failed else EXIT_OK)
     table = Table(title="plugins", title_justify="left")
     for col in ("name", "distribution", "version", "adds", "hooks"):
         table.add_column(col)
@@ -614,8 +617,17 @@ def plugins(state: _State, as_json: bool) -> None:
         adds = ", ".join(f"{k[:-1]} {v}" for k in ("channels", "rules", "sources") for v in r[k])
         table.add_row(r["name"], r["distribution"] or "-", r["version"] or "-",
                       adds or "-", ", ".join(h.replace("outreach_", "") for h in r["hooks"])
-                      if not r.get("error") else f"[red]failed: {r['error']}[/red]")
+                      if not r.get("error") else f"[red]failed: {escape(r['error'])}[/red]")
     out.print(table)
+    settings = [(where, s) for r in rows for where, declared in r["settings"].items()
+                for s in declared]
+    if settings:
+        out.print("settings ([channels.NAME] of each type, [plugins.NAME] of each plugin):",
+                  markup=False)
+        for where, s in settings:
+            flags = "".join((", required" if s["required"] else "", ", secret" if s["secret"] else ""))
+            out.print(f"  {where}.{s['name']} ({s['type']}{flags}): {s['help']}", markup=False)
+    sys.exit(EXIT_CONFIG if failed else EXIT_OK)
 
 
 # ---------------------------------------------------------------------------------------- suppression
@@ -923,6 +935,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         err.print("aborted")
         sys.exit(EXIT_CONFIG)
     except OutreachError as exc:
+        if os.environ.get("OUTREACH_DEBUG") and exc.exit_code == EXIT_INTERNAL:
+            raise  # a plugin crashed: the traceback shows where
         err.print(f"error: {exc}" if not isinstance(exc, ConfigError) else
                   "invalid configuration:\n" + "\n".join(f"  {p}" for p in exc.problems),
                   markup=False)

@@ -12,7 +12,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -203,6 +203,12 @@ class Project:
     phone_region: str | None = None
     #: The longest an event-only run plans incrementally before a full pass (outreach.incremental).
     full_pass_every: timedelta = timedelta(days=1)
+    #: Each plugin's validated ``[plugins.NAME]`` table, by plugin name.
+    plugin_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """Plugin ``name``'s validated ``[plugins.NAME]`` settings, defaults filled in."""
+        return self.plugin_values.get(name, {})
 
     def source(self) -> Source:
         """A fresh audience source, told which attributes the campaigns' rules read as dates."""
@@ -233,7 +239,8 @@ _DEPLOYMENT_KEYS = {
                                     "only the new events; at least this often it reads the whole "
                                     "audience instead, to reconcile everything"),
 }
-_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers", "serve")
+_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers", "serve",
+           "plugins")
 _RETRY_KEYS = {
     "max_attempts": Setting("int", default=5, minimum=1,
                             help="attempts across runs before a transient failure fails for good"),
@@ -309,7 +316,8 @@ def reference_tables() -> dict[str, Mapping[str, Setting]]:
     """The keys of ``outreach.toml``'s own tables, by table (``""`` is the top level), and of a
     campaign file's top level (``campaign``): what the reference documentation is generated from.
 
-    ``[audience]`` and ``[channels.NAME]`` take the registered source's or channel type's settings.
+    ``[audience]``, ``[channels.NAME]`` and ``[plugins.NAME]`` take the registered source's,
+    channel type's or plugin's settings (:func:`outreach.reference.deployment_reference`).
     """
     return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
             "retry": _RETRY_KEYS, "workers": _WORKERS_KEYS, "serve": _SERVE_KEYS,
@@ -357,6 +365,7 @@ def load_project(
         raise ConfigError(problems)
     root = config_path.resolve().parent
     f = str(config_path)
+    problems += plugins.registry.problems()  # a plugin that would silently not run stops everything
 
     top = {k: v for k, v in data.items() if k not in _TABLES}
     base = resolve(_DEPLOYMENT_KEYS, top, file=f, prefix="")
@@ -402,6 +411,7 @@ def load_project(
     serve = _load_serve(data["serve"], f, environ, problems) if "serve" in data else None
     for channel_cfg in channels.values():
         channel_cfg.links = serve is not None
+    plugin_values = plugins.resolve_settings(data.get("plugins", {}), f, root, environ, problems)
 
     if problems:
         raise ConfigError(problems)
@@ -430,6 +440,10 @@ def load_project(
         campaigns[campaign.name] = campaign
     if campaign_problems and not only_valid:
         raise ConfigError(campaign_problems)
+    wrong = plugins.probe_policies(campaigns.values(), channels, datetime.now(timezone.utc), tz,
+                                   plugin_values)
+    if wrong:  # a policy that cannot be read is not applied to anyone: refuse to go on
+        raise ConfigError(wrong)
     used = {ch for c in campaigns.values() for ch in c.channels}
     warnings = [Problem(f, f"channels.{name}.plugin", f"{text} (no campaign uses this channel)")
                 for name, text in unavailable.items() if name not in used]
@@ -440,7 +454,7 @@ def load_project(
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
         workers=workers, serve=serve, phone_region=phone_region,
-        full_pass_every=base.values["full_pass_every"],
+        full_pass_every=base.values["full_pass_every"], plugin_values=plugin_values,
     )
 
 

@@ -7,7 +7,7 @@ a plugin can do, replace or extend.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import pluggy
 
@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
     from outreach.audience import Customer, Source
     from outreach.channel import Channel, ChannelError, Delivery, OutgoingMessage
-    from outreach.decision import Choice, ChannelInfo, DecisionContext, Defer, Refusal
+    from outreach.decision import CampaignInfo, Choice, ChannelInfo, DecisionContext, Defer, Refusal
     from outreach.rule import Candidate, Rule
+    from outreach.settings import Setting
 
 hookspec = pluggy.HookspecMarker("outreach")
 
@@ -41,26 +42,54 @@ def outreach_register_sources(register: Callable[["type[Source]"], None]) -> Non
     """Register audience sources by calling ``register(SourceSubclass)``."""
 
 
+@hookspec
+def outreach_plugin_settings() -> "Mapping[str, Setting] | None":
+    """Declare the settings of this plugin's own table, ``[plugins.NAME]`` in ``outreach.toml``.
+
+    Return ``{"key": Setting(kind, help=...), ...}``. The core validates the table as it does a
+    channel's (an unknown key or a wrong type is an error naming the file and the key) and hands
+    the values to the policy hooks as ``ctx.plugin_settings("NAME")`` and to any code as
+    ``project.plugin_settings("NAME")``; NAME is the plugin's entry-point name.
+
+    Called once per plugin, on its own implementation, when it is loaded.
+    """
+
+
 @hookspec(firstresult=True)
 def outreach_check_channel(
-    candidate: "Candidate", channel: "ChannelInfo", ctx: "DecisionContext"
+    candidate: "Candidate", channel: "ChannelInfo", ctx: "DecisionContext", campaign: "CampaignInfo"
 ) -> "Refusal | None":
     """May ``candidate`` be written to on ``channel``? Return a :class:`Refusal` to rule it out.
 
+    :param candidate: the customer and what the rule selected them with.
+    :param channel: the configured channel (its name, type, address kind, consent key).
+    :param ctx: the run's instant and time zone, the batch's suppressions, plugin settings.
+    :param campaign: the campaign's name, category and priority.
+
     Asked for each of the campaign's channels in order; the first channel with no refusal is chosen.
-    Stops at the first non-None result, so the built-in steps (consent, then suppression, then address
-    validity) answer first and a refusal names the first reason that applies.
+    Stops at the first non-None result. The built-in steps answer first, in this order: consent,
+    suppression, address validity (their implementations are ``tryfirst`` and the core calls them
+    before any other plugin's), so a customer with no consent is refused as such and no other
+    plugin is asked about that channel. Any other answer than a Refusal or None stops the run.
     """
 
 
 @hookspec
 def outreach_decide(
-    candidate: "Candidate", choice: "Choice", ctx: "DecisionContext"
+    candidate: "Candidate", choice: "Choice", ctx: "DecisionContext", campaign: "CampaignInfo"
 ) -> "Refusal | Defer | None":
     """After a channel is chosen: veto (:class:`Refusal`) or postpone (:class:`Defer`) the send.
 
-    All implementations are asked. Any refusal wins (the first one names the reason); otherwise the
-    latest deferral wins. The built-in step is quiet hours in the recipient's time zone.
+    :param candidate: the customer and what the rule selected them with.
+    :param choice: the channel chosen, the normalised address and the planned send time.
+    :param ctx: the run's instant and time zone, the batch's suppressions, plugin settings.
+    :param campaign: the campaign's name, category and priority.
+
+    All implementations are asked, the built-in step (quiet hours in the recipient's time zone)
+    first. Any refusal wins (the first one names the reason); otherwise the latest deferral wins,
+    and the built-in step is asked again about that new time, so a deferral never lands in quiet
+    hours (it moves on to their end). Caps then count the send at its final time. Any other
+    answer than a Refusal, a Defer or None stops the run.
     """
 
 

@@ -25,7 +25,7 @@ from outreach import consent as consent_mod
 from outreach import incremental, templates
 from outreach.audience import Customer, Event, Profile, RowProblem, Source
 from outreach.config import Campaign, CapRule, Project
-from outreach.decision import ChannelInfo, Choice, DecisionContext, Defer, Refusal
+from outreach.decision import CampaignInfo, ChannelInfo, Choice, DecisionContext, Defer, Refusal
 from outreach.ledger import Ledger, epoch
 from outreach.plugins import Plugins
 from outreach.addresses import normalize
@@ -43,8 +43,8 @@ from outreach.sources.csv_source import CSVSource
 _SUPPRESSIONS_IN_MEMORY = 100_000
 
 #: The policy chain as the planner calls it: ``outreach_check_channel`` and ``outreach_decide``.
-_Policy = tuple[Callable[[Candidate, ChannelInfo, DecisionContext], Refusal | None],
-                Callable[[Candidate, Choice, DecisionContext], Refusal | Defer | None]]
+_Policy = tuple[Callable[[Candidate, ChannelInfo, DecisionContext, CampaignInfo], Refusal | None],
+                Callable[[Candidate, Choice, DecisionContext, CampaignInfo], Refusal | Defer | None]]
 
 #: ``normalize`` for a channel the policy chain let through: its addresses step refuses every
 #: address that does not normalise, so the address is there (and is not checked per candidate).
@@ -86,8 +86,9 @@ class _Accepted:
 
 def _choose(campaign: Campaign, cand: Candidate, channel: str, info: ChannelInfo,
             ctx: DecisionContext,
-            decide: Callable[[Candidate, Choice, DecisionContext], Refusal | Defer | None],
-            now: datetime) -> _Accepted | Refusal:
+            decide: Callable[[Candidate, Choice, DecisionContext, CampaignInfo],
+                             Refusal | Defer | None],
+            now: datetime, about: CampaignInfo) -> _Accepted | Refusal:
     """The rest of the policy chain for a channel ``outreach_check_channel`` let through:
     the normalised address, the send time (the candidate's own, or now), and what
     ``outreach_decide`` says of it: a refusal, a deferral (a later send time, with its reason),
@@ -97,7 +98,7 @@ def _choose(campaign: Campaign, cand: Candidate, channel: str, info: ChannelInfo
     address, _ = _chosen_address(kind, cand.customer.email if kind == "email"
                                  else cand.customer.phone, ctx.phone_region)
     send_at = now if cand.not_before is None or cand.not_before <= now else cand.not_before
-    verdict = decide(cand, Choice(info, address, send_at), ctx)
+    verdict = decide(cand, Choice(info, address, send_at), ctx, about)
     if verdict is None:
         return _Accepted(campaign, cand, channel, address, send_at)
     if isinstance(verdict, Refusal):
@@ -150,7 +151,7 @@ class Planner:
         self.shard = shard if shard is not None and shard.count > 1 else None
         self._given_due = None if due is None else list(due)
         self.channel_info = {
-            name: ChannelInfo(name, cfg.cls.address, cfg.consent, cfg.quiet_hours)
+            name: ChannelInfo(name, cfg.cls.address, cfg.consent, cfg.quiet_hours, cfg.plugin)
             for name, cfg in project.channels.items()
         }
         self._versions: dict[str, int] = {}
@@ -427,7 +428,8 @@ class Planner:
             return
 
         ctx = DecisionContext(self.now, self.project.tz, self._suppressed(groups),
-                              phone_region=self.project.phone_region)
+                              phone_region=self.project.phone_region,
+                              settings=self.project.plugin_values)
         accepted: list[_Accepted] = []
         skips: list[dict[str, Any]] = []
         record = not self.dry_run
@@ -533,6 +535,7 @@ class Planner:
         """
         check, decide = self._policy_callers()
         steps = [(ch, self.channel_info[ch]) for ch in campaign.channels]
+        about = CampaignInfo(campaign.name, campaign.category, campaign.priority)
         now = self.now
         refused: list[tuple[Candidate, str, str | None, str]] = []
         left, category = self._left, campaign.category
@@ -543,11 +546,11 @@ class Planner:
                 continue
             refusals: list[tuple[str, Refusal]] = []
             for ch, info in steps:
-                refusal = check(cand, info, ctx)
+                refusal = check(cand, info, ctx, about)
                 if refusal is not None:
                     refusals.append((ch, refusal))
                     continue
-                choice = _choose(campaign, cand, ch, info, ctx, decide, now)
+                choice = _choose(campaign, cand, ch, info, ctx, decide, now, about)
                 if isinstance(choice, Refusal):
                     refused.append((cand, choice.outcome, ch, choice.reason))
                 else:
@@ -662,11 +665,12 @@ class Planner:
         reasons = [(a.channel, reason)]
         original = a
         channels = campaign.channels
+        about = CampaignInfo(campaign.name, campaign.category, campaign.priority)
         for ch in channels[channels.index(a.channel) + 1:]:
             info = self.channel_info[ch]
-            if check(cand, info, ctx) is not None:
+            if check(cand, info, ctx, about) is not None:
                 continue
-            choice = _choose(campaign, cand, ch, info, ctx, decide, now)
+            choice = _choose(campaign, cand, ch, info, ctx, decide, now, about)
             if isinstance(choice, Refusal):
                 continue
             choice.at = epoch(choice.send_at)

@@ -110,6 +110,11 @@ def deployment_reference(plugins: Plugins) -> str:
                 f"{_summary(ch)} ({_origin(plugins, 'channels', name)}; "
                 f"delivers to the customer's {ch.address}).", ""]
         out += [settings_table(own) if own else "No settings of its own.", ""]
+    out += ["## `[plugins.NAME]`", "",
+            "Settings of the plugin NAME (its entry-point name, as `outreach plugins` lists it), "
+            "declared by the plugin with the `outreach_plugin_settings` hook.", ""]
+    for name, declared in sorted(registry.settings.items()):
+        out += [f"### `[plugins.{name}]`", "", settings_table(declared), ""]
     out += ["## `[[caps]]`", "", "Frequency caps: each `[[caps]]` table is one rolling window, "
             "counted over every campaign (transactional ones are exempt).", "",
             settings_table(tables["caps"]), ""]
@@ -213,11 +218,13 @@ def missing_help(plugins: Plugins) -> list[str]:
                     if not t.help]
     for name, rule in registry.rules.items():
         missing += [f"rule {name}: params.{k}" for k, s in rule.params.items() if not s.help]
+    for name, declared in registry.settings.items():
+        missing += [f"[plugins.{name}].{k}" for k, s in declared.items() if not s.help]
     return missing
 
 
 def undocumented_tables() -> list[str]:
     """Tables ``outreach.toml`` accepts that :func:`deployment_reference` does not describe."""
-    described = {"audience", "channels", *reference_tables()}
+    described = {"audience", "channels", "plugins", *reference_tables()}
     return [t for t in DEPLOYMENT_TABLES if t not in described]
 

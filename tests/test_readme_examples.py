@@ -285,7 +285,8 @@ CHECKED: dict[str, list[str]] = {
                   "pip install 'outreach[workers]'", "reserve k slots:",
                   "pip install 'outreach[serve]'", "[serve]\npublic_url",
                   "# /etc/systemd/system/outreach-serve.service",
-                  "# /etc/nginx/conf.d/outreach.conf"],
+                  "# /etc/nginx/conf.d/outreach.conf",
+                  "# outreach_no_contact/__init__.py"],
     "plugins/outreach-sendgrid/README.md": ["pip install outreach-sendgrid", "[channels.email]",
                                             "from outreach.settings import Secret",
                                             'pip install -e "plugins/outreach-sendgrid[test]"'],
@@ -303,3 +304,32 @@ def test_every_example_is_checked(readme):
                  if not any(code.lstrip().startswith(s) for s in CHECKED[readme])]
     assert unclaimed == [], (f"{readme} has examples no test runs: add a check for each to "
                              "tests/test_readme_examples.py")
+
+
+def test_the_policy_plugin_example_reads_its_settings(tmp_path):
+    """The README's policy plugin: its settings table is validated and decides who is refused."""
+    from outreach.testing import Project
+
+    module = types.ModuleType("outreach_no_contact")
+    exec(compile(block("README.md", "# outreach_no_contact/__init__.py"), "README.md", "exec"),
+         module.__dict__)
+    plugins = get_plugins(extra={"no_contact": module}, load_entry_points=False)
+    p = Project(tmp_path)
+    p.configure(extra='[plugins.no_contact]\ntags = ["legal-hold"]\n')
+    p.customers("c1,Ani,P,ani@example.com,,,hy,yes,no,legal-hold\n"
+                "c2,Bo,Q,bo@example.com,,,en,yes,no,do-not-contact")
+    p.campaign("news", """
+        rule = "newsletter"
+        schedule = "0 9 * * *"
+        start = "2026-11-01"
+        channels = ["email"]
+        [email]
+        subject = "News"
+        body = "..."
+    """)
+    report = p.run("2026-11-24T10:00", plugins=plugins)
+    assert dict(report.campaigns["news"].reasons) == {"tagged legal-hold": 1}
+    assert [m["to"] for m in p.outbox("email")] == ["bo@example.com"]
+    p.configure(extra='[plugins.no_contact]\ntag = ["legal-hold"]\n')
+    with pytest.raises(ConfigError, match=r"plugins\.no_contact\.tag: unknown key"):
+        p.load(plugins)

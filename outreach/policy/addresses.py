@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from outreach import hookimpl
 from outreach.addresses import normalize
-from outreach.decision import ChannelInfo, DecisionContext, Refusal
+from outreach.decision import CampaignInfo, ChannelInfo, DecisionContext, Refusal
 from outreach.rule import Candidate
 
 __all__ = ["normalize", "raw_address", "outreach_check_channel"]
@@ -20,9 +20,9 @@ def raw_address(candidate: Candidate, kind: str) -> str | None:
     return candidate.customer.email if kind == "email" else candidate.customer.phone
 
 
-@hookimpl
-def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
-                           ctx: DecisionContext) -> Refusal | None:
+@hookimpl(tryfirst=True)
+def outreach_check_channel(candidate: Candidate, channel: ChannelInfo, ctx: DecisionContext,
+                           campaign: CampaignInfo) -> Refusal | None:
     kind, customer = channel.address_kind, candidate.customer  # raw_address, inlined: hot path
     _, problem = normalize(kind, customer.email if kind == "email" else customer.phone,
                            ctx.phone_region)

@@ -7,13 +7,13 @@ Consent applies to every category: a customer who said no to SMS gets no SMS, ap
 from __future__ import annotations
 
 from outreach import hookimpl
-from outreach.decision import ChannelInfo, DecisionContext, Refusal
+from outreach.decision import CampaignInfo, ChannelInfo, DecisionContext, Refusal
 from outreach.rule import Candidate
 
 
-@hookimpl
-def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
-                           ctx: DecisionContext) -> Refusal | None:
+@hookimpl(tryfirst=True)
+def outreach_check_channel(candidate: Candidate, channel: ChannelInfo, ctx: DecisionContext,
+                           campaign: CampaignInfo) -> Refusal | None:
     if channel.consent in candidate.customer.consent:
         return None
     return Refusal(f"no consent for {channel.consent}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta, timezone
 
 from outreach import hookimpl
-from outreach.decision import Choice, DecisionContext, Defer, Refusal
+from outreach.decision import CampaignInfo, Choice, DecisionContext, Defer, Refusal
 from outreach.rule import Candidate, customer_zone
 
 
@@ -56,8 +56,9 @@ def first_instant(wall: datetime) -> datetime:
     return datetime.fromtimestamp(hi, timezone.utc)
 
 
-@hookimpl
-def outreach_decide(candidate: Candidate, choice: Choice, ctx: DecisionContext) -> Defer | Refusal | None:
+@hookimpl(tryfirst=True)
+def outreach_decide(candidate: Candidate, choice: Choice, ctx: DecisionContext,
+                    campaign: CampaignInfo) -> Defer | Refusal | None:
     hours = choice.channel.quiet_hours
     if not hours:
         return None

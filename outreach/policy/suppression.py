@@ -7,15 +7,15 @@ them up. Suppressions apply to every campaign and every category.
 from __future__ import annotations
 
 from outreach import hookimpl
-from outreach.decision import ChannelInfo, DecisionContext, Refusal
+from outreach.decision import CampaignInfo, ChannelInfo, DecisionContext, Refusal
 from outreach.addresses import normalize
 from outreach.policy.addresses import raw_address
 from outreach.rule import Candidate
 
 
-@hookimpl
-def outreach_check_channel(candidate: Candidate, channel: ChannelInfo,
-                           ctx: DecisionContext) -> Refusal | None:
+@hookimpl(tryfirst=True)
+def outreach_check_channel(candidate: Candidate, channel: ChannelInfo, ctx: DecisionContext,
+                           campaign: CampaignInfo) -> Refusal | None:
     if not ctx.suppressed:
         return None  # nothing is suppressed: no address needs normalising to find that out
     raw = raw_address(candidate, channel.address_kind)

@@ -56,8 +56,10 @@ def plugin_variables(kind: str, name: str) -> dict[str, str]:
         "rule": f'```toml\n# campaigns/welcome.toml\nname = "welcome"\nrule = "{name}"\n'
                 'channels = ["email"]\n\n[params]\nwithin = "7d"\n\n[email]\n'
                 'subject = "Welcome, {{ customer.first_name }}"\nbody = "..."\n```',
-        "policy": "Every campaign's candidates pass through it once it is installed; "
-                  "`OUTREACH_PLUGINS` lists the plugins to load when only some should.",
+        "policy": "Every campaign's candidates pass through it once it is installed "
+                  "(`OUTREACH_PLUGINS` lists the plugins to load when only some should). Its "
+                  f"settings are a table of `outreach.toml`:\n\n```toml\n[plugins.{name}]\n"
+                  'tags = ["staff", "test-account"]\ntransactional = false\n```',
         "source": f'```toml\n# outreach.toml\n[audience]\nsource = "{name}"\n'
                   'customers = "customers.jsonl"\nevents = "events.jsonl"\n```',
     }[kind]
