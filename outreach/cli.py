@@ -26,6 +26,7 @@ from outreach.errors import (
 from outreach.ledger import Ledger, epoch, from_epoch, wall_clock
 from outreach.planner import PlanRow
 from outreach.plugins import Plugins, get_plugins
+from outreach.policy.quiet_hours import QUIET_WAIT
 from outreach.render import RenderError, render_stored
 from outreach.report import COUNTERS, RunReport
 from outreach.run import check_campaign_names, execute, parse_now
@@ -156,6 +157,9 @@ def _print_report(report: RunReport) -> None:
         err.print(f"channel {stopped.channel!r} stopped: {stopped.reason}. {stopped.released} "
                   "message(s) left queued, none failed: fix the channel's configuration and run "
                   "again to send them.", style="bold red", markup=False)
+    if report.held_for_quiet_hours:
+        out.print(f"{report.held_for_quiet_hours} message(s) due but held for quiet hours in the "
+                  "recipient's zone: waiting for quiet hours to end", markup=False)
     if report.recovered != (0, 0):
         out.print(f"recovered from an earlier crash: {report.recovered[0]} queued again, "
                   f"{report.recovered[1]} marked unknown (see `outreach status`)")
@@ -414,10 +418,12 @@ def _print_survey(found: Any) -> None:
 @click.option("--customer", "customer_id", metavar="ID", help="Render for this customer (default: a sample).")
 @click.option("--channel", help="Render for this channel (default: every channel of the campaign).")
 @click.option("--now", "now_text", metavar="ISO-TIME", help="The instant the rule sees.")
+@click.option("--variant", "variant_name", metavar="NAME",
+              help="Render this A/B variant (default: the customer's own, or the first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rendered fields as JSON.")
 @click.pass_obj
 def preview(state: _State, campaign: str, customer_id: str | None, channel: str | None,
-            now_text: str | None, as_json: bool) -> None:
+            now_text: str | None, variant_name: str | None, as_json: bool) -> None:
     """Render a campaign's message for one customer (or the sample customer), sending nothing."""
     from outreach import templates
 
@@ -426,6 +432,16 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
         raise UsageError(f"no campaign named {campaign!r} (campaigns: "
                          f"{', '.join(sorted(project.campaigns))})")
     camp = project.campaigns[campaign]
+    variant = None
+    if variant_name is not None:
+        variant = next((v for v in camp.variants if v.name == variant_name), None)
+        if variant is None:
+            names = ", ".join(v.name for v in camp.variants) or "none"
+            raise UsageError(f"--variant: campaign {campaign!r} has no variant named "
+                             f"{variant_name!r} (variants: {names})")
+    elif camp.variants:
+        variant = camp.variant_for(customer_id) if customer_id else camp.variants[0]
+    tmpl = variant.templates if variant else camp.templates
     now = parse_now(now_text, project.tz)
     if customer_id:
         from outreach.preview import customer_variables
@@ -452,7 +468,7 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
         if ch not in camp.templates:
             raise UsageError(f"campaign {campaign!r} has no channel {ch!r} (channels: "
                              f"{', '.join(camp.channels)})")
-        fields = camp.templates[ch].for_locale(locale)
+        fields = tmpl[ch].for_locale(locale)
         rendered = {}
         for name, source in fields.items():
             try:
@@ -469,11 +485,12 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
         result[ch] = {"locale": locale, "fields": rendered, "problems": rendered_problems}
     if as_json:
         _emit_json({"campaign": campaign, "customer": customer_id or "sample", "note": note,
-                    "channels": result})
+                    "variant": variant.name if variant else None, "channels": result})
         return
     err.print(note, markup=False)
     for ch, r in result.items():
-        out.rule(f"{campaign} · {ch} · locale {r['locale']}")
+        out.rule(f"{campaign} · {ch} · locale {r['locale']}"
+                 + (f" · variant {variant.name}" if variant else ""))
         for name, value in r["fields"].items():
             out.print(f"[bold]{name}[/bold]")
             out.print(value, markup=False)
@@ -495,8 +512,8 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
         refusals = ledger.customer_skips(customer_id)
         items = []
         for r in rows:
-            item = {k: r[k] for k in ("key", "campaign", "channel", "address", "state", "attempts",
-                                      "provider_id", "segments", "error")}
+            item = {k: r[k] for k in ("key", "campaign", "variant", "channel", "address", "state",
+                                      "attempts", "provider_id", "segments", "error")}
             item["planned_for"] = from_epoch(r["not_before"]).isoformat()
             item["sent_at"] = from_epoch(r["sent_at"]).isoformat() if r["sent_at"] else None
             if render:
@@ -526,7 +543,8 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
     if not items and not skipped:
         out.print(f"nothing recorded for customer {customer_id!r}", markup=False)
     for item in items:
-        out.rule(f"{item['campaign']} · {item['channel']} · {item['state']}")
+        out.rule(f"{item['campaign']} · {item['channel']} · {item['state']}"
+                 + (f" · variant {item['variant']}" if item["variant"] else ""))
         out.print(f"to {item['address']}, planned for {item['planned_for']}"
                   + (f", sent {item['sent_at']}" if item["sent_at"] else "")
                   + (f" — {item['error']}" if item["error"] else ""), markup=False)
@@ -596,6 +614,85 @@ def consent(state: _State, customer_id: str, as_json: bool) -> None:
     if caps:
         out.print(f"own cap: at most {caps[0]} marketing message(s) per {caps[1] // 86400} days",
                   markup=False)
+
+
+# ---------------------------------------------------------------------------------------- report
+def _report_day(option: str, value: str, tz: Any, end: bool) -> int:
+    """``--since`` / ``--until``: a date (the whole day, in the deployment's zone) or a time."""
+    from datetime import datetime, timedelta
+
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(f"{option}: expected a date such as 2026-11-01 or a time such as "
+                         f"2026-11-01T09:00, got {value!r}") from None
+    if end and len(value.strip()) == 10:  # a date alone: up to the end of that day
+        when += timedelta(days=1)
+    return epoch(when if when.tzinfo else when.replace(tzinfo=tz))
+
+
+@cli.command()
+@click.option("--campaign", "campaigns", multiple=True, metavar="NAME",
+              help="Only this campaign (repeatable; default: all).")
+@click.option("--since", metavar="DATE", help="From this date or time (default: 90 days before "
+                                              "--until), in the deployment's time zone.")
+@click.option("--until", metavar="DATE", help="Up to the end of this date, or this time "
+                                              "(default: now).")
+@click.option("--by", type=click.Choice(["day", "week"]), default="day", show_default=True,
+              help="One row per local day, or per week (from Monday).")
+@click.option("--now", "now_text", metavar="ISO-TIME",
+              help="Report as at this instant: the default --until, and which customers' "
+                   "conversion windows have closed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--html", "html_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Also write one self-contained HTML file with charts (needs outreach[report]).")
+@click.pass_obj
+def report(state: _State, campaigns: tuple[str, ...], since: str | None, until: str | None,
+           by: str, now_text: str | None, as_json: bool, html_file: Path | None) -> None:
+    """What happened to each campaign's messages, per day or week, and each experiment's result.
+
+    Planned, sent, failed and refused counts come from the ledger; delivered, bounced, opened,
+    clicked, unsubscribed and complained from the providers' delivery events (outreach serve):
+    without them those columns say they cannot be known.
+    """
+    from datetime import timedelta
+
+    from outreach.reporting import Window, build_report
+
+    if html_file is not None:
+        from outreach.reporting.html import _plotly
+
+        _plotly()  # say which extra is missing before any work
+    project = state.project(only_valid=True)
+    check_campaign_names(project, campaigns)
+    now = epoch(parse_now(now_text, project.tz))
+    hi = _report_day("--until", until, project.tz, True) if until else now
+    lo = (_report_day("--since", since, project.tz, False) if since
+          else hi - int(timedelta(days=90).total_seconds()))
+    if lo >= hi:
+        raise UsageError(f"--since ({since}) must come before --until ({until or 'now'})")
+    window = Window(lo, hi, project.tz, by, list(campaigns) or None)
+    kinds = {name: ch.cls.address for name, ch in project.channels.items()}
+    wanted = {n: c for n, c in project.campaigns.items() if not campaigns or n in campaigns}
+    source = project.source() if any(c.conversion for c in wanted.values()) else None
+    ledger = Ledger(project.ledger_url)
+    try:
+        data = build_report(ledger, window, wanted, kinds, source, now)
+    finally:
+        ledger.close()
+    if html_file is not None:
+        from outreach.reporting.html import write_html
+
+        write_html(data, html_file)
+    if as_json:
+        _emit_json(data)
+        return
+    from outreach.reporting.terminal import print_report
+
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+    print_report(data, Console(highlight=False, width=None if wide else 160))
+    if html_file is not None:
+        err.print(f"wrote {html_file}", markup=False)
 
 
 # ---------------------------------------------------------------------------------------- plugins
@@ -740,6 +837,8 @@ def status(state: _State, as_json: bool) -> None:
         runs = ledger.recent_runs(10)
         counts = ledger.state_counts()
         problems = ledger.problems()
+        # Messages the dispatcher held back at sending (their reason says so; outreach.dispatch).
+        held = ledger.deferred_count(QUIET_WAIT)
         if not ledger.is_sqlite:
             from outreach.workers.status import workers_status
 
@@ -752,10 +851,12 @@ def status(state: _State, as_json: bool) -> None:
               "started_at": from_epoch(r["started_at"]).isoformat(),
               "finished_at": from_epoch(r["finished_at"]).isoformat() if r["finished_at"] else None,
               "totals": (r["summary"] or {}).get("totals"),
-              "stopped_channels": (r["summary"] or {}).get("stopped_channels") or []}
+              "stopped_channels": (r["summary"] or {}).get("stopped_channels") or [],
+              "held_for_quiet_hours": (r["summary"] or {}).get("held_for_quiet_hours", 0)}
              for r in runs]
     if as_json:
         _emit_json({"states": states, "problems": problems, "runs": shown,
+                    "held_for_quiet_hours": held,
                     **({"workers": scale} if scale is not None else {})})
         return
     out.print("messages: " + ", ".join(f"{k} {v}" for k, v in states.items()), markup=False)
@@ -765,6 +866,9 @@ def status(state: _State, as_json: bool) -> None:
         print_status(out, scale)
     for p in problems:
         out.print(f"  {p['count']} {p['state']}: {p['error']}", markup=False)
+    if held:
+        out.print(f"{held} message(s) held for quiet hours in the recipient's zone: waiting for "
+                  "quiet hours to end", markup=False)
     for stopped in shown[0]["stopped_channels"] if shown else []:
         err.print(f"the last run stopped channel {stopped['channel']!r}: {stopped['reason']} "
                   f"({stopped['released']} message(s) left queued)", style="bold red",
@@ -816,7 +920,7 @@ def resend(state: _State, unknown_only: bool, failed_only: bool, campaigns: Sequ
     ledger = Ledger(project.ledger_url)
     try:
         rows = [r for r in ledger.unknown_messages() if not keys or r["key"] in keys]
-        requeued = ledger.resend_unknown([r["key"] for r in rows], int(wall_clock())) if yes and rows else 0
+        requeued = ledger.resend_unknown([r["key"] for r in rows]) if yes and rows else 0
     finally:
         ledger.close()
     if as_json:

@@ -7,11 +7,12 @@ the caller asks to go on with the valid campaigns.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +26,7 @@ from outreach.addresses import region_problem
 from outreach.audience import Source
 from outreach.channel import Channel
 from outreach.errors import ConfigError, Problem
+from outreach.experiments import VariantWeights
 from outreach.localise import Placeholder
 from outreach.plugins import Plugins
 from outreach.rule import Rule
@@ -147,6 +149,27 @@ def pick_locale(locale: str, available: Mapping[str, Any]) -> str | None:
 
 
 @dataclass
+class Variant:
+    """One A/B variant of a campaign: its share and its templates (the campaign's, with the
+    variant's fields over them), stored as a campaign version of its own."""
+
+    name: str
+    weight: float
+    templates: dict[str, ChannelTemplates]
+    content: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+
+
+@dataclass
+class Conversion:
+    """What counts as success for a campaign: an event of ``event`` within ``within`` of the
+    planned send time (or of when a held-out customer's message would have been sent)."""
+
+    event: str
+    within: timedelta
+
+
+@dataclass
 class Campaign:
     """One campaign file, validated."""
 
@@ -170,6 +193,22 @@ class Campaign:
     customer_fields: set[str] | None = None
     #: Send at this time of day on each customer's own clock (see :func:`outreach.schedule.next_local_time`).
     send_at: time | None = None
+    #: A/B variants (empty: none); a customer's is :meth:`variant_for` theirs.
+    variants: list[Variant] = field(default_factory=list)
+    #: The share of eligible customers kept as a control group (see outreach.experiments).
+    holdout: float = 0.0
+    conversion: Conversion | None = None
+
+    def variant_for(self, customer_id: str) -> Variant | None:
+        """The variant ``customer_id`` gets (sticky), or None when the campaign has none."""
+        if not self.variants:
+            return None
+        name = self._weights.pick(self.name, customer_id)
+        return next(v for v in self.variants if v.name == name)
+
+    @functools.cached_property
+    def _weights(self) -> VariantWeights:
+        return VariantWeights.of([(v.name, v.weight) for v in self.variants])
 
 
 @dataclass
@@ -309,6 +348,26 @@ _CAMPAIGN_KEYS = {
                                     "rule's)"),
     "where": Setting("str", help="an audience filter: a sandboxed Jinja expression such as "
                                  "\"'vip' in customer.tags\""),
+    "holdout": Setting("float", default=0.0, minimum=0.0,
+                       help="the share of eligible customers (0 to 0.5) kept as a control group: "
+                            "recorded as held_out, sent nothing, chosen by a hash of campaign and "
+                            "customer (sticky); `outreach report` shows the lift against them"),
+    "conversion": Setting("table", help="what counts as success for the report's variants and "
+                                        "holdout: { event = \"purchase\", within = \"14d\" }"),
+}
+#: Keys of a ``[[variants]]`` table (besides one table per channel with the fields that differ).
+_VARIANT_KEYS = {
+    "name": Setting("str", required=True, help="the variant's name (letters, digits, - and _), "
+                                               "recorded with each message"),
+    "weight": Setting("float", default=1.0, minimum=0.0,
+                      help="its share of customers, relative to the other variants' weights"),
+}
+#: Keys of a campaign's ``conversion`` table.
+_CONVERSION_KEYS = {
+    "event": Setting("str", required=True,
+                     help="the audience event type that counts as a conversion (purchase)"),
+    "within": Setting("duration", required=True, minimum=1,
+                      help="how long after the planned send time an event still counts"),
 }
 
 
@@ -321,7 +380,8 @@ def reference_tables() -> dict[str, Mapping[str, Setting]]:
     """
     return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
             "retry": _RETRY_KEYS, "workers": _WORKERS_KEYS, "serve": _SERVE_KEYS,
-            "campaign": _CAMPAIGN_KEYS}
+            "campaign": _CAMPAIGN_KEYS, "campaign.variants": _VARIANT_KEYS,
+            "campaign.conversion": _CONVERSION_KEYS}
 
 
 #: The tables ``outreach.toml`` may hold (anything else at the top level is a key).
@@ -653,7 +713,8 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
         return None
     channel_names = [k for k, v in data.items()
                      if (k in channels or k in unavailable) and isinstance(v, dict)]
-    top = {k: v for k, v in data.items() if k not in ("params", "sample") and k not in channel_names}
+    top = {k: v for k, v in data.items()
+           if k not in ("params", "sample", "variants") and k not in channel_names}
     for k, v in list(top.items()):
         if isinstance(v, dict) and k not in _CAMPAIGN_KEYS:
             problems.append(Problem(f, k, f"no channel named {k!r} in outreach.toml (channels: "
@@ -738,6 +799,16 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
     if not isinstance(sample, dict):
         problems.append(Problem(f, "sample", "expected a table of sample values"))
         sample = {}
+    holdout = v.get("holdout") or 0.0
+    if holdout > 0.5:
+        problems.append(Problem(f, "holdout", f"expected a share from 0 to 0.5, got {holdout!r}"))
+    conversion = None
+    if v.get("conversion") is not None:
+        conv = resolve(_CONVERSION_KEYS, v["conversion"], file=f, prefix="conversion")
+        problems += conv.problems
+        if not conv.problems:
+            conversion = Conversion(conv.values["event"], conv.values["within"])
+    variants = _load_variants(data.get("variants"), tmpl, channels, f, root, problems)
 
     if problems or rule is None:
         return None
@@ -746,12 +817,101 @@ def _load_campaign(path: Path, root: Path, plugins: Plugins, channels: dict[str,
         name=v["name"], file=path, rule_name=v["rule"], rule=rule, channels=list(chosen),
         category=category, priority=priority, templates=tmpl, schedule=schedule, start=start,
         where=where, description=v.get("description") or "", sample=sample,
-        send_at=v.get("send_at"),
+        send_at=v.get("send_at"), holdout=holdout, conversion=conversion, variants=variants,
     )
     _seal(campaign)
     _check_send_at(campaign, channels, f, problems)
     _check_sample(campaign, channels, plugins, columns, tz, f, problems, locale)
+    for variant in variants:
+        shown = replace(campaign, templates=variant.templates, variants=[])
+        _seal(shown)
+        variant.content = {**shown.content, "variant": variant.name}
+        blob = json.dumps(variant.content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        variant.version = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        if campaign.customer_fields is not None:
+            campaign.customer_fields = (None if shown.customer_fields is None
+                                        else campaign.customer_fields | shown.customer_fields)
+        before = len(problems)
+        _check_sample(shown, channels, plugins, columns, tz, f, problems, locale)
+        for p in problems[before:]:
+            p.key = f"variants.{variant.name}.{p.key}" if p.key else f"variants.{variant.name}"
     return None if problems else campaign
+
+
+def _load_variants(raw: Any, base: dict[str, ChannelTemplates], channels: dict[str, ChannelConfig],
+                   f: str, root: Path, problems: list[Problem]) -> list[Variant]:
+    """A campaign's ``[[variants]]``: each the campaign's templates with its own fields over them."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        problems.append(Problem(f, "variants", "expected [[variants]] tables"))
+        return []
+    if len(raw) < 2:
+        problems.append(Problem(f, "variants", "expected at least two [[variants]] to compare"))
+    out: list[Variant] = []
+    seen: set[str] = set()
+    for i, table in enumerate(raw):
+        prefix = f"variants[{i}]"
+        own = {k: v for k, v in table.items() if not (k in base and isinstance(v, dict))}
+        for k, value in own.items():
+            if isinstance(value, dict):
+                problems.append(Problem(f, f"{prefix}.{k}", f"no channel named {k!r} among the "
+                                                            f"campaign's ({', '.join(base)})"))
+        resolved = resolve(_VARIANT_KEYS, {k: v for k, v in own.items() if not isinstance(v, dict)},
+                           file=f, prefix=prefix)
+        problems += resolved.problems
+        name = resolved.values.get("name")
+        if not isinstance(name, str):
+            continue
+        if not _NAME.match(name):
+            problems.append(Problem(f, f"{prefix}.name", "expected letters, digits, - and _"))
+        if name in seen:
+            problems.append(Problem(f, f"{prefix}.name", f"a second variant named {name!r}"))
+        seen.add(name)
+        merged: dict[str, ChannelTemplates] = {}
+        for ch, tmpl in base.items():
+            fields, locales = dict(tmpl.fields), {k: dict(x) for k, x in tmpl.locales.items()}
+            for key, value in (table.get(ch) or {}).items():
+                if isinstance(value, dict) and _LOCALE.match(key):
+                    for lk, lv in value.items():
+                        got = _variant_field(channels[ch], f"{prefix}.{ch}.{key}.{lk}", lk, lv,
+                                             root, f, problems)
+                        if got:
+                            locales.setdefault(key, {})[got[0]] = got[1]
+                    continue
+                got = _variant_field(channels[ch], f"{prefix}.{ch}.{key}", key, value, root, f,
+                                     problems)
+                if got:
+                    fields[got[0]] = got[1]
+            merged[ch] = ChannelTemplates(fields, locales, tmpl.options)
+        out.append(Variant(name, resolved.values.get("weight", 1.0), merged))
+    if out and sum(v.weight for v in out) <= 0:
+        problems.append(Problem(f, "variants", "expected at least one variant with a weight above 0"))
+    return out
+
+
+def _variant_field(channel: ChannelConfig, path: str, key: str, value: Any, root: Path, f: str,
+                   problems: list[Problem]) -> tuple[str, str] | None:
+    """One template field a variant overrides: (field, source), or None after a problem."""
+    name = key[:-5] if key.endswith("_file") else key
+    if name not in channel.cls.template_fields:
+        problems.append(Problem(f, path, f"a variant overrides template fields only (known: "
+                                         f"{', '.join(sorted(channel.cls.template_fields))})"))
+        return None
+    if key.endswith("_file") and isinstance(value, str):
+        try:
+            value = templates.read_template_file(root, value)
+        except ValueError as exc:
+            problems.append(Problem(f, path, str(exc)))
+            return None
+    if not isinstance(value, str):
+        problems.append(Problem(f, path, "expected a template string"))
+        return None
+    error = templates.check_syntax(name, value)
+    if error:
+        problems.append(Problem(f, path, error))
+        return None
+    return name, value
 
 
 def _load_channel_templates(table: dict[str, Any], channel: ChannelConfig, ch: str, f: str,

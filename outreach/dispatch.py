@@ -39,8 +39,9 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
+from zoneinfo import ZoneInfo
 
 from tenacity import (
     AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt,
@@ -56,6 +57,7 @@ from outreach.consent import refusal as consent_refusal
 from outreach.serve.tokens import links
 from outreach.ledger import Claimed, Ledger, epoch, wall_clock
 from outreach.plugins import Plugins
+from outreach.policy.quiet_hours import QUIET_WAIT, held_until
 from outreach.ratelimit import RateLimiter, limiter_for
 from outreach.render import RenderError, render_stored
 from outreach.report import RunReport
@@ -147,6 +149,9 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._done = 0
         self._total: int | None = None
+        #: When this dispatcher started (monotonic): quiet hours are checked at ``now`` plus the
+        #: time the run has taken, so a long run that reaches 21:00 stops there.
+        self._started = time.monotonic()
 
     # ------------------------------------------------------------------ main loop
     def run(self, limit: int | None = None) -> None:
@@ -226,8 +231,9 @@ class Dispatcher:
                 claimed = (self.ledger.claim(self.owner, chunk, epoch(self.now), self._ttl,
                                              self.campaigns, open_channels) if chunk > 0 else [])
                 if claimed:
-                    claimed_count += len(claimed)
-                    finished.extend(self._prepare(claimed))
+                    ready = self._hold_quiet(claimed)
+                    claimed_count += len(ready)
+                    finished.extend(self._prepare(ready))
                 else:
                     exhausted = True
             for lane in self._lanes.values():
@@ -282,6 +288,58 @@ class Dispatcher:
             lane = self._lanes[name] = _Lane(name, channel, cfg.concurrency,
                                              self._limiter(name, cfg.rate_limit), pool)
         return lane
+
+    def _hold_quiet(self, claimed: list[Claimed]) -> list[Claimed]:
+        """The claimed rows free to go now; the others are given back, deferred to the end of
+        their channel's quiet hours in the recipient's zone, in one ledger call.
+
+        Planning checked the planned time, but a retry's backoff, a resend, a Retry-After or a
+        channel stopped until the next day move the send: the rule is checked again here, at the
+        moment of sending (the run's ``now``, plus the time the run has taken so far), by the
+        planner's own code (:func:`~outreach.policy.quiet_hours.held_until`), once per zone and
+        channel.
+        """
+        channels = self.project.channels
+        if not any(cfg.quiet_hours for cfg in channels.values()):
+            return claimed
+        at = self.now + timedelta(seconds=time.monotonic() - self._started)
+        verdicts: dict[tuple[str | None, str], tuple[int, str] | None] = {}
+        held: dict[int, tuple[int, str]] = {}
+        ready: list[Claimed] = []
+        for row in claimed:
+            key = (row.timezone, row.channel)
+            try:
+                verdict = verdicts[key]
+            except KeyError:
+                cfg = channels.get(row.channel)
+                found = held_until(at, cfg.quiet_hours if cfg else None,
+                                   self._zone(row.timezone))
+                verdict = verdicts[key] = (None if found is None else
+                                           (epoch(found[0]), f"{QUIET_WAIT}: {found[1]}"))
+            if verdict is None:
+                ready.append(row)
+            else:
+                held[row.id] = verdict
+        if held:
+            self.ledger.hold(held, self.owner)
+            self.report.held_for_quiet_hours += len(held)
+            for row in claimed:
+                if row.id in held:
+                    rep = self.report.campaign(row.campaign)
+                    rep.deferred += 1
+                    rep.reasons[f"deferred: {held[row.id][1]}"] += 1
+            self._done += len(held)
+        return ready
+
+    def _zone(self, name: str | None) -> ZoneInfo:
+        """A message's stored zone; the deployment's when it has none (planned before the column
+        existed) or it no longer loads."""
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (KeyError, ValueError, OSError):
+                pass
+        return self.project.tz
 
     def _prepare(self, claimed: list[Claimed]) -> list[_Outcome]:
         """Render claimed rows into the lanes' batches; the outcomes of rows that cannot go."""

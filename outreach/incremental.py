@@ -161,8 +161,7 @@ def _run(planner: "Planner", due: Sequence[tuple["Campaign", datetime | None]], 
          waiting: list[str]) -> None:
     now, ledger, report = planner.now, planner.ledger, planner.report
     for campaign, _ in due:
-        planner._versions[campaign.name] = ledger.store_version(campaign.name, campaign.version,
-                                                                campaign.content)
+        planner.store_versions(campaign)
     needs = [c.rule.event_needs(now) for c, _ in due]
     types = frozenset().union(*(n.types for n in needs if n))
     dated = [n.since for n in needs if n and n.since is not None]

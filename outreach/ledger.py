@@ -75,6 +75,12 @@ messages = Table(
     # The policy that stopped a planned message before it left ("suppression", "consent"): such a
     # failure is a decision, and `outreach resend --failed` leaves it alone unless named.
     Column("stopped_by", String(16)),
+    # The recipient's IANA zone when it was planned: the dispatcher checks quiet hours in it at the
+    # moment of sending. NULL (a message planned before the column existed): the deployment's zone.
+    Column("timezone", String(64)),
+    # The A/B variant of the campaign this message carries (None: the campaign has no variants).
+    # Its templates are in the message's own campaign version (one version per variant).
+    Column("variant", String(64)),
     # The claim's order, level by level (see Ledger.claim): within one state and priority, due
     # rows come first by due time, so a claim reads what it takes and never sorts the backlog.
     # It also serves recovery (state = 'sending') and the counts by state.
@@ -123,6 +129,25 @@ skips = Table(
     Column("decided_at", BigInteger, nullable=False),
     Column("run_id", String(64)),
     Index("ix_skips_customer", "customer_id"),
+)
+
+# ---------------------------------------------------------------- delivery_events (written by outreach serve)
+# What the providers later said about each message (webhooks of SendGrid, status callbacks of
+# Twilio), one row per provider event. `outreach report` reads its outcomes from here.
+delivery_events = Table(
+    "delivery_events", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("message_key", String(255)),  # the message's key; None when it cannot be matched
+    Column("provider", String(16), nullable=False),  # "sendgrid" or "twilio"
+    Column("provider_event_id", String(255), nullable=False, unique=True),
+    # SendGrid's event names (processed, delivered, deferred, bounce, dropped, open, click,
+    # spamreport, unsubscribe, group_unsubscribe, group_resubscribe), Twilio's statuses (queued,
+    # sent, delivered, undelivered, failed), and inbound_stop / inbound_start.
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text),
+    Column("machine_open", Integer, nullable=False, default=0),  # 1: an open by a mail privacy proxy
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
 )
 
 runs = Table(
@@ -313,7 +338,7 @@ class OnConnection:
 _CLAIMABLE = ("queued", "deferred")
 #: What a claim returns, in the order of Claimed's fields.
 _CLAIMED_COLUMNS = ("id, key, campaign, version_id, customer_id, channel, address, name, locale, "
-                    "variables, category, attempts")
+                    "variables, category, attempts, timezone")
 #: The columns an outcome may set besides its state (Ledger.settle).
 _SETTLE_COLUMNS = ("provider_id", "segments", "error", "sent_at", "due_at", "attempts",
                    "stopped_by")
@@ -379,6 +404,8 @@ class Claimed:
     variables: dict[str, Any]
     category: str
     attempts: int
+    #: The recipient's zone (IANA name), or None for the deployment's.
+    timezone: str | None = None
 
 
 class Ledger:
@@ -797,7 +824,7 @@ class Ledger:
 
         One ``INSERT … ON CONFLICT (key) DO UPDATE`` executemany'd per shape of row: a candidate
         refused again (every run, until it consents) has its decision replaced in place, with no
-        read of which keys exist first.
+        read of which keys exist first. A ``held_out`` decision is never replaced.
         """
         if not rows:
             return
@@ -813,7 +840,10 @@ class Ledger:
         for cols, values in shaped:
             marks = ", ".join(["?" if self.is_sqlite else "%s"] * len(cols))
             refreshed = [c for c in ("outcome", "reason", "decided_at", "run_id") if c in cols]
+            # A held-out customer stays held out, from the first decision: the control group
+            # and the time its conversions count from never move (see outreach.experiments).
             action = ("DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in refreshed)
+                      + " WHERE skips.outcome <> 'held_out'"
                       if refreshed else "DO NOTHING")
             conn.exec_driver_sql(f"INSERT INTO skips ({', '.join(cols)}) VALUES ({marks}) "
                                  f"ON CONFLICT (key) {action}", values)
@@ -899,7 +929,7 @@ class Ledger:
                                     "nothing was claimed")
         # Claimed(...) by position, not by name: a claim makes thousands of them.
         return [Claimed(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], _loads(r[10]), r[11],
-                        r[12]) for r in rows]
+                        r[12], r[13]) for r in rows]
 
     def _claimable(self, conn, limit: int, now: int, campaigns: list[str] | None,
                    channels: list[str] | None) -> list[tuple[Any, ...]]:
@@ -982,6 +1012,23 @@ class Ledger:
             rows = self._by_ids_returning(conn, f"SELECT id FROM {{MESSAGES}} WHERE {mine}",
                                           list(wanted), params)
         return {r[0] for r in rows}
+
+    def hold(self, until: Mapping[int, tuple[int, str]], owner: str) -> int:
+        """Give claimed messages back as ``deferred`` until a given time, with the reason stored
+        (quiet hours at the moment of sending); no attempt counted. ``until``: id -> (due_at,
+        error). One statement per distinct (due_at, error) -- per zone and window, not per
+        message -- in one transaction; how many were held."""
+        groups: dict[tuple[int, str], list[int]] = {}
+        for id_, key in until.items():
+            groups.setdefault(key, []).append(id_)
+        t = wall_clock()
+        with self.engine.begin() as conn:
+            return sum(self._by_ids(
+                conn, "UPDATE {MESSAGES} SET state = 'deferred', due_at = :due, error = :error, "
+                "claim_owner = NULL, claim_expires = NULL, handed_at = NULL, updated_at = :t "
+                "WHERE {IDS} AND claim_owner = :owner", ids,
+                {"due": due, "error": error, "t": t, "owner": owner})
+                for (due, error), ids in groups.items())
 
     def release(self, ids: Sequence[int], owner: str) -> None:
         """Give claimed messages back untouched (a dispatcher stopping early)."""
@@ -1089,13 +1136,18 @@ class Ledger:
         finally:
             cur.close()
 
-    def resend_unknown(self, keys: Sequence[str] | None, now: int) -> int:
-        """Queue messages whose outcome is unknown again, on an operator's explicit word."""
+    def resend_unknown(self, keys: Sequence[str] | None) -> int:
+        """Queue messages whose outcome is unknown again, on an operator's explicit word.
+
+        Each stays due as it was when it was last tried (so at once, for the next run whatever its
+        ``--now``: a replayed run is not held back by the wall clock of the resend), and keeps its
+        planned time, what caps count. Quiet hours are checked again when it is sent.
+        """
         with self.engine.begin() as conn:
             stmt = update(messages).where(messages.c.state == "unknown")
             if keys is not None:
                 stmt = stmt.where(messages.c.key.in_(list(keys)))
-            return conn.execute(stmt.values(state="queued", due_at=now, handed_at=None,
+            return conn.execute(stmt.values(state="queued", handed_at=None,
                                             error=None, updated_at=wall_clock())).rowcount
 
     # ------------------------------------------------------------------ suppressions
@@ -1327,6 +1379,14 @@ class Ledger:
         with self.reader.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    def deferred_count(self, reason: str) -> int:
+        """How many deferred messages wait for a reason starting with ``reason``."""
+        with self.reader.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(messages).where(
+                messages.c.state == "deferred",
+                messages.c.error.like(reason.replace("%", r"\%").replace("_", r"\_") + "%",
+                                      escape="\\"))).scalar_one())
+
     def problems(self, limit: int = 20) -> list[dict[str, Any]]:
         """Failed and unknown messages grouped by state and error, most frequent first."""
         with self.reader.connect() as conn:
@@ -1447,6 +1507,7 @@ def _migrate(conn) -> None:
     ready = next(i for i in messages.indexes if i.name == "ix_messages_ready")
     ready.create(conn, checkfirst=True)
     _add_stopped_by(conn)
+    _add_columns(conn)
     if conn.dialect.name == "sqlite":
         conn.execute(text("DROP INDEX IF EXISTS ix_messages_due"))
         return
@@ -1487,6 +1548,21 @@ def _add_stopped_by(conn) -> None:
                            ("consent", "the customer is no longer in the audience%")):
         conn.execute(text("UPDATE messages SET stopped_by = :cause WHERE state = 'failed' "
                           "AND error LIKE :pattern"), {"cause": cause, "pattern": pattern})
+
+
+def _add_columns(conn) -> None:
+    """Give a ledger made before them the nullable columns ``messages.timezone`` (NULL: the
+    dispatcher checks quiet hours in the deployment's zone) and ``messages.variant`` (NULL: the
+    campaign had no variants)."""
+    if conn.dialect.name == "sqlite":
+        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
+    else:
+        have = set(conn.execute(text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
+            "AND table_schema = current_schema()")).scalars())
+    for column in ("timezone", "variant"):
+        if column not in have:
+            conn.execute(text(f"ALTER TABLE messages ADD COLUMN {column} VARCHAR(64)"))
 
 
 def _driver_url(url: str) -> str:

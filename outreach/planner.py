@@ -25,6 +25,7 @@ from outreach import consent as consent_mod
 from outreach import incremental, templates
 from outreach.audience import Customer, Event, Profile, RowProblem, Source
 from outreach.config import Campaign, CapRule, Project
+from outreach.experiments import held_out
 from outreach.decision import CampaignInfo, ChannelInfo, Choice, DecisionContext, Defer, Refusal
 from outreach.ledger import Ledger, epoch
 from outreach.plugins import Plugins
@@ -32,7 +33,7 @@ from outreach.addresses import normalize
 from outreach.policy.addresses import raw_address
 from outreach.recheck import ConsentRecheck
 from outreach.report import CampaignReport, RunReport
-from outreach.rule import Candidate, SelectContext
+from outreach.rule import Candidate, SelectContext, customer_zone
 from outreach.schedule import at_send_time
 from outreach.schedule import due as due_at
 from outreach.shard import Shard
@@ -207,8 +208,7 @@ class Planner:
             for campaign, occurrence in due:
                 if occurrence is not None and not given:
                     self.ledger.begin_occurrence(campaign.name, epoch(occurrence))
-                self._versions[campaign.name] = self.ledger.store_version(
-                    campaign.name, campaign.version, campaign.content)
+                self.store_versions(campaign)
         source = self.project.source()
         cursor = incremental.FullPass.begin(self, source)  # before the events are read
         total = self._progress_total(source)  # the bar shows while events are read
@@ -445,6 +445,8 @@ class Planner:
                 if record:
                     skips.append(self._skip_row(campaign, cand, kind, reason))
 
+        if any(c.holdout for c, _ in groups):
+            accepted = self._hold_out(accepted, reps, skips if record else None)
         planned, capped = self._allocate(accepted, ctx)
         for a, reason in capped:
             reps[a.campaign.name].refuse("capped", reason)
@@ -689,6 +691,34 @@ class Planner:
             return original, reason, read_to
         return original, "; ".join(f"{ch}: {why}" for ch, why in reasons), read_to
 
+    def _hold_out(self, accepted: list[_Accepted], reps: Mapping[str, CampaignReport],
+                  skips: list[dict[str, Any]] | None) -> list[_Accepted]:
+        """Keep each campaign's control group out, after the policy chain (so it is as eligible
+        as the rest) and before caps (so it takes no slot): recorded as ``held_out`` at the time
+        the message would have been sent, which the report counts conversions from."""
+        kept = []
+        for a in accepted:
+            campaign, cand = a.campaign, a.candidate
+            if not held_out(campaign.name, cand.customer.id, campaign.holdout):
+                kept.append(a)
+                continue
+            reason = f"held out as the control group ({campaign.holdout:.0%})"
+            reps[campaign.name].reasons[reason] += 1
+            self._row(campaign, cand, "held_out", channel=a.channel, reason=reason)
+            if skips is not None:
+                skips.append({**self._skip_row(campaign, cand, "held_out", reason),
+                              "decided_at": epoch(a.send_at)})
+        return kept
+
+    def store_versions(self, campaign: Campaign) -> None:
+        """Store the campaign's version, and one per A/B variant (dispatch renders each message
+        from its own version, so a variant needs nothing more at send time)."""
+        self._versions[campaign.name] = self.ledger.store_version(
+            campaign.name, campaign.version, campaign.content)
+        for v in campaign.variants:
+            self._versions[f"{campaign.name}\0{v.name}"] = self.ledger.store_version(
+                campaign.name, v.version, v.content)
+
     # ------------------------------------------------------------------ rows
     def _variables(self, a: _Accepted) -> dict[str, Any]:
         customer = a.candidate.customer
@@ -703,16 +733,23 @@ class Planner:
     def _message_row(self, a: _Accepted, later: bool) -> dict[str, Any]:
         c = a.candidate.customer
         at = epoch(a.send_at)
+        variant = a.campaign.variant_for(c.id)
+        extra = {"variant": variant.name} if variant else {}
+        version = f"{a.campaign.name}\0{variant.name}" if variant else a.campaign.name
         return {
-            "key": a.candidate.key, "campaign": a.campaign.name,
-            "version_id": self._versions[a.campaign.name], "customer_id": c.id,
+            **extra, "key": a.candidate.key, "campaign": a.campaign.name,
+            "version_id": self._versions[version], "customer_id": c.id,
             "channel": a.channel, "address": a.address, "name": c.name, "locale": c.locale,
             "variables": json.dumps(self._variables(a), ensure_ascii=False, separators=(",", ":"),
                                     default=str),
             "category": a.campaign.category, "priority": a.campaign.priority,
             "state": "deferred" if later else "queued", "not_before": at, "due_at": at,
-            "run_id": self.run_id,
+            "run_id": self.run_id, "timezone": self._zone_name(c),
         }
+
+    def _zone_name(self, c: Any) -> str | None:
+        """The zone quiet hours are checked in again at sending (None: the deployment's)."""
+        return customer_zone(c, self.project.tz).key if c.timezone else None
 
     def _skip_row(self, campaign: Campaign, cand: Candidate, outcome: str, reason: str) -> dict[str, Any]:
         return {"key": cand.key, "campaign": campaign.name, "customer_id": cand.customer.id,

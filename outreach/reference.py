@@ -152,6 +152,15 @@ def campaign_reference(plugins: Plugins) -> str:
         for key, setting in ch.campaign_options.items():
             out.append(f"| `{key}` | option: {_kind(setting)} | {_cell(setting.help)} |")
         out.append("")
+    out += ["## `[[variants]]`: A/B variants", "",
+            "Each `[[variants]]` table is one variant (at least two): a customer gets one by a hash "
+            "of campaign and customer (sticky across runs and resends), recorded with each message. "
+            "`[variants.CHANNEL]` (and `[variants.CHANNEL.LOCALE]`) hold only the template fields "
+            "that differ from the campaign's.", "", settings_table(tables["campaign.variants"]), ""]
+    out += ["## `conversion`", "",
+            "What counts as success for `outreach report`'s variants and holdout: "
+            "`conversion = { event = \"purchase\", within = \"14d\" }`.", "",
+            settings_table(tables["campaign.conversion"]), ""]
     out += ["## `[sample]`", "",
             "Values for the sample render `outreach validate` checks templates with: "
             "`[sample.customer]` overrides the sample customer's fields, `[sample.event]` gives "

@@ -104,6 +104,9 @@ class RunReport:
     #: ``full``, with ``reason`` for a full pass, and for an incremental one the ``events`` read
     #: and ``customers`` looked up by id.
     planning: dict[str, Any] = field(default_factory=dict)
+    #: Messages due but held back at sending by their channel's quiet hours in the recipient's
+    #: zone (deferred to the end of the window; also counted as ``deferred`` per campaign).
+    held_for_quiet_hours: int = 0
 
     def campaign(self, name: str) -> CampaignReport:
         """The report of one campaign, made on first use."""
@@ -147,5 +150,6 @@ class RunReport:
             "recovered": {"requeued": self.recovered[0], "unknown": self.recovered[1]},
             "stopped_channels": [c.as_dict() for c in self.stopped_channels.values()],
             "planning": self.planning,
+            "held_for_quiet_hours": self.held_for_quiet_hours,
             "ledger_created": self.ledger_created,
         }

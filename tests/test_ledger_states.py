@@ -163,10 +163,10 @@ def test_resend_unknown_queues_only_unknown_rows(ledger):
     ledger.insert_messages([_row(k, state=s, version_id=ledger.version) for k, s in
                             (("u1", "unknown"), ("u2", "unknown"), ("s", "sent"), ("f", "failed"),
                              ("d", "deferred"))])
-    assert ledger.resend_unknown(["u1"], NOW) == 1
+    assert ledger.resend_unknown(["u1"]) == 1
     assert [_state(ledger, k)["state"] for k in ("u1", "u2", "s", "f", "d")] == \
         ["queued", "unknown", "sent", "failed", "deferred"]
-    assert ledger.resend_unknown(None, NOW) == 1
+    assert ledger.resend_unknown(None) == 1
     row = _state(ledger, "u2")
     assert (row["state"], row["handed_at"], row["error"], row["due_at"]) == ("queued", None, None, NOW)
     assert sorted(r.key for r in ledger.claim("a", 10, NOW, 600)) == ["d", "u1", "u2"]

@@ -256,6 +256,18 @@ def test_twilio_examples_validate_together(tmp_path):
     assert project.campaigns["thank-you"].templates["sms"].options == {"max_segments": 2}
 
 
+def test_root_experiment_campaign_validates_in_the_bakery(tmp_path):
+    subprocess.run([sys.executable, "-m", "outreach", "init", "shop"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    shop = tmp_path / "shop"
+    (shop / "campaigns" / "spring-sale.toml").write_text(block("README.md", 'name = "spring-sale"'),
+                                                         encoding="utf-8")
+    campaign = load_project(shop / "outreach.toml", get_plugins()).campaigns["spring-sale"]
+    assert campaign.holdout == 0.1 and campaign.conversion.event == "purchase"
+    assert [(v.name, v.weight) for v in campaign.variants] == [("plain", 1.0), ("discount", 2.0)]
+    assert campaign.variants[1].templates["email"].fields["subject"].startswith("10 % off")
+
+
 # ------------------------------------------------------------------------------------ Python
 @pytest.mark.parametrize("readme, starting", [
     ("README.md", "from outreach.testing import FakeProvider"),
@@ -286,6 +298,7 @@ CHECKED: dict[str, list[str]] = {
                   "pip install 'outreach[serve]'", "[serve]\npublic_url",
                   "# /etc/systemd/system/outreach-serve.service",
                   "# /etc/nginx/conf.d/outreach.conf",
+                  "outreach report --since", 'name = "spring-sale"',
                   "# outreach_no_contact/__init__.py"],
     "plugins/outreach-sendgrid/README.md": ["pip install outreach-sendgrid", "[channels.email]",
                                             "from outreach.settings import Secret",

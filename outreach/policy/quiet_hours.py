@@ -56,14 +56,30 @@ def first_instant(wall: datetime) -> datetime:
     return datetime.fromtimestamp(hi, timezone.utc)
 
 
+#: The reason stored on a message held back at sending by its channel's quiet hours.
+QUIET_WAIT = "waiting for quiet hours to end"
+
+
+def held_until(when: datetime, hours: tuple[time, time] | None, zone) -> tuple[datetime, str] | None:
+    """(when the quiet window ends, UTC; why) if a message of a channel with quiet ``hours`` may
+    not go at ``when`` in ``zone``, else None.
+
+    The one rule for planning (:func:`outreach_decide`) and for the send itself
+    (:mod:`outreach.dispatch`, for a message a retry, a resend or a stopped channel moved).
+    """
+    if not hours:
+        return None
+    until = quiet_until(when, hours[0], hours[1], zone)
+    if until is None:
+        return None
+    return until, f"quiet hours {hours[0]:%H:%M}–{hours[1]:%H:%M} in {getattr(zone, 'key', zone)}"
+
+
 @hookimpl(tryfirst=True)
 def outreach_decide(candidate: Candidate, choice: Choice, ctx: DecisionContext,
                     campaign: CampaignInfo) -> Defer | Refusal | None:
     hours = choice.channel.quiet_hours
     if not hours:
         return None
-    zone = customer_zone(candidate.customer, ctx.tz)
-    until = quiet_until(choice.send_at, hours[0], hours[1], zone)
-    if until is None:
-        return None
-    return Defer(until, f"quiet hours {hours[0]:%H:%M}–{hours[1]:%H:%M} in {zone.key}")
+    held = held_until(choice.send_at, hours, customer_zone(candidate.customer, ctx.tz))
+    return None if held is None else Defer(*held)
