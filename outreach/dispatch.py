@@ -53,6 +53,8 @@ from outreach.channel import (
     TransientError, UnknownOutcomeError,
 )
 from outreach.config import Project, RetryPolicy
+from outreach.consent import refusal as consent_refusal
+from outreach.serve.tokens import links
 from outreach.ledger import Claimed, Ledger, epoch, wall_clock
 from outreach.plugins import Plugins
 from outreach.policy.quiet_hours import QUIET_WAIT, held_until
@@ -132,6 +134,9 @@ class Dispatcher:
         self.owner = owner or f"{uuid.uuid4().hex[:12]}"
         self.progress = progress
         self.retry: RetryPolicy = project.retry
+        #: With [serve]: (public URL, token secret) that sign each message's links.
+        self._links = ((project.serve.public_url, project.serve.token_secret.reveal().encode())
+                       if project.serve is not None else None)
         self._ttl = int(project.claim_ttl.total_seconds())
         #: A rate-limited channel's claims hold at most this many seconds of its rate (default:
         #: half a claim's lifetime). Processes sharing one rate (outreach.ratelimit) claim less,
@@ -344,11 +349,26 @@ class Dispatcher:
         # through the night, a retry): the suppression list is read again just before sending.
         # (Consent lives in the audience, which the dispatcher does not read: `outreach run`
         # re-checks waiting messages against it before it dispatches, see outreach.recheck.)
+        # What customers changed through outreach (an unsubscribe link clicked while an SMS waited
+        # for the morning) is in the ledger, and read again here too (outreach.consent).
         kinds = {name: cfg.cls.address for name, cfg in self.project.channels.items()}
         blocked = self.ledger.suppressed({(kinds[r.channel], r.address) for r in claimed
                                           if r.channel in kinds})
+        changes = self.ledger.consent_overrides([r.customer_id for r in claimed])
         for row in claimed:
             reason = blocked.get((kinds.get(row.channel, ""), row.address)) if blocked else None
+            cfg = self.project.channels.get(row.channel)
+            said_no = consent_refusal(changes.get(row.customer_id),
+                                      cfg.consent if cfg else row.channel,
+                                      row.category) if changes else None
+            if reason is None and said_no is not None:
+                message = self._message(row, {}, {})
+                text = f"{said_no} after it was planned"
+                outcomes.append(_Outcome(_Work(message, row), "failed", error=PermanentError(text),
+                                         fields={"error": text, "attempts": row.attempts,
+                                                 "stopped_by": "consent"},
+                                         counted_as="skipped"))
+                continue
             if reason is not None:
                 message = self._message(row, {}, {})
                 text = f"suppressed after it was planned: {reason}"
@@ -357,6 +377,9 @@ class Dispatcher:
                                                  "stopped_by": "suppression"},
                                          counted_as="suppressed"))
                 continue
+            if self._links is not None and cfg is not None:
+                row.variables = {**row.variables, **links(*self._links, row.customer_id, row.key,
+                                                          cfg.consent, row.category)}
             try:
                 content, options = render_stored(self.ledger.version_content(row.version_id),
                                                  row.channel, row.locale, row.variables)

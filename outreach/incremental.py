@@ -181,6 +181,10 @@ def _run(planner: "Planner", due: Sequence[tuple["Campaign", datetime | None]], 
                 events.setdefault(event.customer_id, []).append(event)
         if not held_back:
             last = after
+    # Events customers made through outreach (a feedback rating) are in the ledger, not in the
+    # source's stream: read within the rules' window (a second read plans nothing twice).
+    for event in planner.own_events(types, since):
+        events.setdefault(event.customer_id, []).append(event)
     for evs in events.values():
         evs.sort(key=lambda e: e.time)
     wanted = list(dict.fromkeys([*events, *waiting]))
@@ -206,7 +210,8 @@ def _run(planner: "Planner", due: Sequence[tuple["Campaign", datetime | None]], 
     planner.ledger = cast("Ledger", held)
     try:
         for n, customers in enumerate(batches, 1):
-            recheck.batch(customers)
+            planner.consent_changes(customers)  # before the re-check and the policy chain
+            recheck.batch(customers, planner._left)
             profiles = [Profile(c, events[c.id]) for c in customers if c.id in events]
             if profiles:
                 planner._plan_batch(profiles, list(due))
