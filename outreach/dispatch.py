@@ -52,6 +52,7 @@ from outreach.channel import (
     TransientError, UnknownOutcomeError,
 )
 from outreach.config import Project, RetryPolicy
+from outreach.consent import refusal as consent_refusal
 from outreach.ledger import Claimed, Ledger, epoch, wall_clock
 from outreach.plugins import Plugins
 from outreach.ratelimit import RateLimiter, limiter_for
@@ -286,11 +287,26 @@ class Dispatcher:
         # through the night, a retry): the suppression list is read again just before sending.
         # (Consent lives in the audience, which the dispatcher does not read: `outreach run`
         # re-checks waiting messages against it before it dispatches, see outreach.recheck.)
+        # What customers changed through outreach (an unsubscribe link clicked while an SMS waited
+        # for the morning) is in the ledger, and read again here too (outreach.consent).
         kinds = {name: cfg.cls.address for name, cfg in self.project.channels.items()}
         blocked = self.ledger.suppressed({(kinds[r.channel], r.address) for r in claimed
                                           if r.channel in kinds})
+        changes = self.ledger.consent_overrides([r.customer_id for r in claimed])
         for row in claimed:
             reason = blocked.get((kinds.get(row.channel, ""), row.address)) if blocked else None
+            cfg = self.project.channels.get(row.channel)
+            said_no = consent_refusal(changes.get(row.customer_id),
+                                      cfg.consent if cfg else row.channel,
+                                      row.category) if changes else None
+            if reason is None and said_no is not None:
+                message = self._message(row, {}, {})
+                text = f"{said_no} after it was planned"
+                outcomes.append(_Outcome(_Work(message, row), "failed", error=PermanentError(text),
+                                         fields={"error": text, "attempts": row.attempts,
+                                                 "stopped_by": "consent"},
+                                         counted_as="skipped"))
+                continue
             if reason is not None:
                 message = self._message(row, {}, {})
                 text = f"suppressed after it was planned: {reason}"

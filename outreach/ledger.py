@@ -18,6 +18,7 @@ possibly handed → ``unknown``, never resent without an operator's word.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 import re
@@ -134,6 +135,61 @@ runs = Table(
     Column("status", String(16), nullable=False),
     Column("summary", Text),
 )
+
+# ---------------------------------------------------------------------- what customers told us
+# Written by ``outreach serve`` (links, preference page, feedback, provider webhooks) and by
+# operators; read by the planner, the consent re-check and the dispatcher (outreach.consent).
+
+#: Every change of consent a customer made through outreach (or a provider reported), in order:
+#: the latest change per consent key or category outranks the audience export (which will still
+#: say ``yes`` after a customer unsubscribed).
+consent_changes = Table(
+    "consent_changes", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("consent", String(64)),  # a channel's consent key ("email", "sms"), or NULL
+    Column("category", String(64)),  # a campaign category ("marketing"), or NULL
+    Column("action", String(16), nullable=False),  # "withdrawn" or "granted"
+    Column("source", String(32), nullable=False),  # link, stop, bounce, complaint, preferences...
+    Column("evidence", String(255), nullable=False, default=""),  # event id, message key
+    Column("created_at", BigInteger, nullable=False),
+    # sha256 of (customer, consent, category, action, evidence) when evidence is given: the same
+    # evidence (a webhook redelivered, a link clicked twice) records one change.
+    Column("dedupe", String(64), unique=True),
+    Index("ix_consent_changes_customer", "customer_id", "created_at", "id"),
+)
+
+#: Events the customers' own answers produce (a feedback rating), merged by the planner with the
+#: source's events so rules read them like any other event.
+customer_events = Table(
+    "customer_events", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("event_id", String(255), nullable=False, unique=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("time", BigInteger, nullable=False),
+    Column("attributes", Text, nullable=False),
+    Index("ix_customer_events_type", "type", "time"),
+)
+
+#: A customer's own frequency cap ("fewer messages"), stricter than the deployment's.
+customer_caps = Table(
+    "customer_caps", metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("most", Integer, nullable=False),  # messages...
+    Column("per", BigInteger, nullable=False),  # ...per this many seconds
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+#: The consent actions of :meth:`Ledger.record_consent_change`.
+CONSENT_ACTIONS = ("withdrawn", "granted")
+
+
+def consent_key(consent: str | None, category: str | None) -> str:
+    """The key of a consent change in :meth:`Ledger.consent_overrides`: the channel's consent key
+    itself ("email"), or ``category:NAME`` for a campaign category."""
+    return consent if consent is not None else f"category:{category}"
+
 
 #: Message states. ``sending`` is the only one a process holds; the last four are outcomes.
 STATES = ("queued", "sending", "sent", "failed", "deferred", "unknown")
@@ -581,10 +637,11 @@ class Ledger:
 
     def withdraw(self, customer_ids: Sequence[str], channels: Sequence[str], error: str, *,
                  campaigns: Sequence[str] | None = None, up_to: int | None = None,
-                 dry_run: bool = False) -> list[tuple[str, str, str, str]]:
+                 dry_run: bool = False, categories: Sequence[str] | None = None,
+                 ) -> list[tuple[str, str, str, str]]:
         """Fail, with ``error``, the messages of these customers on these channels that are still
         waiting (queued or deferred) at this moment; ``(key, campaign, customer id, channel)``
-        of each. With ``up_to``, only messages whose id is at most that. With ``dry_run``, only
+        of each. With ``categories``, only messages of those campaign categories. With ``up_to``, only messages whose id is at most that. With ``dry_run``, only
         says which it would be.
 
         Atomic, and only for rows still waiting: a message a dispatcher has claimed meanwhile
@@ -599,6 +656,8 @@ class Ledger:
         params: dict[str, Any] = {}
         where = ("customer_id {IN} AND state IN ('queued', 'deferred')"
                  + self._waiting_filters(channels, campaigns, params))
+        if categories:  # a customer who left a category (outreach.consent)
+            where += " AND category IN (" + _marks("cat", list(categories), params) + ")"
         if up_to is not None:
             where += " AND id <= :top"
             params["top"] = up_to
@@ -942,6 +1001,108 @@ class Ledger:
         with self.reader.connect() as conn:
             rows = conn.execute(select(suppressions).order_by(suppressions.c.created_at)).all()
         return [dict(r._mapping) for r in rows]
+
+    # ------------------------------------------------------------------ consent changes, own events
+    def record_consent_change(self, customer_id: str, *, consent: str | None = None,
+                              category: str | None = None, action: str, source: str,
+                              evidence: str = "", at: int) -> bool:
+        """Record that a customer withdrew or granted a channel's consent or a category.
+
+        With ``evidence`` (an event id, a message key), recording the same change again is a
+        no-op (False): providers redeliver and customers click twice. Without it, every call is a
+        new change.
+        """
+        if (consent is None) == (category is None):
+            raise ValueError("a consent change names a consent key or a category, not both")
+        if action not in CONSENT_ACTIONS:
+            raise ValueError(f"action must be one of {CONSENT_ACTIONS}, not {action!r}")
+        dedupe = None
+        if evidence:
+            dedupe = hashlib.sha256("\x1f".join(
+                (customer_id, consent or "", category or "", action, evidence)).encode()).hexdigest()
+        row = {"customer_id": customer_id, "consent": consent, "category": category,
+               "action": action, "source": source, "evidence": evidence[:255],
+               "created_at": int(at), "dedupe": dedupe}
+        cols = ", ".join(row)
+        sql = (f"INSERT INTO consent_changes ({cols}) VALUES ("
+               + ", ".join(f":{c}" for c in row) + ") ON CONFLICT (dedupe) DO NOTHING")
+        with self.engine.begin() as conn:
+            return bool(conn.execute(text(sql), row).rowcount)
+
+    def consent_overrides(self, customer_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """customer id -> {consent key or ``category:NAME``: the latest action}, for those of
+        ``customer_ids`` who changed anything (one statement per 500 ids; usually none)."""
+        out: dict[str, dict[str, str]] = {}
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return out
+        for cid, consent, category, action in self._in_query(
+                "SELECT customer_id, consent, category, action FROM consent_changes "
+                "WHERE customer_id {IN} ORDER BY created_at, id", ids):
+            out.setdefault(cid, {})[consent_key(consent, category)] = action
+        return out
+
+    def consent_history(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every consent change of one customer, oldest first."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(consent_changes).where(
+                consent_changes.c.customer_id == customer_id)
+                .order_by(consent_changes.c.created_at, consent_changes.c.id)).all()
+        return [{k: v for k, v in r._mapping.items() if k != "dedupe"} for r in rows]
+
+    def record_customer_event(self, event_id: str, customer_id: str, type: str, at: int,
+                              attributes: Mapping[str, Any]) -> bool:
+        """Store an event a customer made through outreach (their latest answer per ``event_id``
+        replaces an earlier one). True when it was new."""
+        params = {"e": event_id, "c": customer_id, "t": type, "at": int(at),
+                  "a": json.dumps(dict(attributes), sort_keys=True)}
+        with self.engine.begin() as conn:
+            existed = conn.execute(select(customer_events.c.id).where(
+                customer_events.c.event_id == event_id)).first() is not None
+            conn.execute(text(
+                "INSERT INTO customer_events (event_id, customer_id, type, time, attributes) "
+                "VALUES (:e, :c, :t, :at, :a) ON CONFLICT (event_id) DO UPDATE SET "
+                "time = excluded.time, attributes = excluded.attributes"), params)
+        return not existed
+
+    def customer_events(self, types: Iterable[str], since: int | None = None
+                        ) -> Iterator[tuple[str, str, str, int, dict[str, Any]]]:
+        """The stored customer events of these types (at or after ``since``), as (event id,
+        customer id, type, epoch seconds, attributes), oldest first."""
+        wanted = sorted(set(types))
+        if not wanted:
+            return
+        stmt = select(customer_events.c.event_id, customer_events.c.customer_id,
+                      customer_events.c.type, customer_events.c.time,
+                      customer_events.c.attributes).where(customer_events.c.type.in_(wanted))
+        if since is not None:
+            stmt = stmt.where(customer_events.c.time >= since)
+        with self.reader.connect() as conn:
+            for eid, cid, etype, t, attrs in conn.execute(stmt.order_by(customer_events.c.time)):
+                yield eid, cid, etype, int(t), json.loads(attrs)
+
+    def set_customer_cap(self, customer_id: str, most: int | None, per: int = 0) -> None:
+        """Set (or with ``most`` None, remove) a customer's own cap: ``most`` messages per ``per``
+        seconds."""
+        with self.engine.begin() as conn:
+            conn.execute(customer_caps.delete().where(customer_caps.c.customer_id == customer_id))
+            if most is not None:
+                conn.execute(insert(customer_caps).values(customer_id=customer_id, most=most,
+                                                          per=per, updated_at=wall_clock()))
+
+    def customer_caps(self, customer_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """customer id -> (max, per seconds) of those of ``customer_ids`` who chose fewer messages."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        return {cid: (int(m), int(p)) for cid, m, p in self._in_query(
+            "SELECT customer_id, most, per FROM customer_caps WHERE customer_id {IN}", ids)}
+
+    def message_by_key(self, key: str) -> dict[str, Any] | None:
+        """One message by its key (what a link or a provider's event names), or None."""
+        with self.reader.connect() as conn:
+            row = conn.execute(select(messages).where(messages.c.key == key)).first()
+        return dict(row._mapping) if row is not None else None
 
     # ------------------------------------------------------------------ runs and reports
     def start_run(self, command: str, now: int) -> str:

@@ -21,9 +21,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 from outreach import caps as caps_mod
+from outreach import consent as consent_mod
 from outreach import templates
 from outreach.audience import Customer, Event, Profile, RowProblem, Source
-from outreach.config import Campaign, Project
+from outreach.config import Campaign, CapRule, Project
 from outreach.decision import ChannelInfo, Choice, DecisionContext, Defer, Refusal
 from outreach.ledger import Ledger, epoch
 from outreach.plugins import Plugins
@@ -158,6 +159,10 @@ class Planner:
         # The policy hooks' callers and the caps' precomputed form, made on first use.
         self._policy: _Policy | None = None
         self._limits: caps_mod.Limits | None = None
+        #: The categories each customer of the current batch left (outreach.consent).
+        self._left: dict[str, frozenset[str]] = {}
+        #: Caps with a customer's own added, by (most, per) (see :meth:`_own_limits`).
+        self._own: dict[tuple[int, int], caps_mod.Limits] = {}
 
     # ------------------------------------------------------------------ due
     def due_campaigns(self) -> list[tuple[Campaign, datetime | None]]:
@@ -207,7 +212,7 @@ class Planner:
             recheck.start()
             for batch in self._audience(source, total):
                 # Before the batch is planned: a withdrawn message no longer counts towards caps.
-                recheck.batch(batch)
+                recheck.batch(batch, self._left)
                 mine = latest.for_batch([c.id for c in batch])
                 profiles = [Profile(c, events.get(c.id, []), mine.get(c.id, {})) for c in batch]
                 self._plan_batch(profiles, due)
@@ -241,7 +246,7 @@ class Planner:
         """
         source = self.project.source()
         for batch in self._audience(source, self._progress_total(source)):
-            recheck.batch(batch)
+            recheck.batch(batch, self._left)
         recheck.finish()
 
     def _progress_total(self, source: Source) -> int | None:
@@ -259,6 +264,9 @@ class Planner:
         if self.shard is not None:
             customers = self.shard.only(customers, _customer_id)
         for batch in _batches(customers, self.project.batch_size):
+            # What customers changed through outreach outranks the export (outreach.consent).
+            self._left = consent_mod.apply(batch, self.ledger.consent_overrides(
+                [c.id for c in batch]))
             yield batch
             seen += len(batch)
             if self.progress:
@@ -309,6 +317,16 @@ class Planner:
                         latest.add(cid, etype, when)
                     if etype in types and (event_since is None or when >= event_since):
                         events.setdefault(cid, []).append(event)
+            # Events customers made through outreach (a feedback rating), read like the source's.
+            for eid, cid, etype, at, attrs in self.ledger.customer_events(
+                    wanted, None if since is None else epoch(since)):
+                when = datetime.fromtimestamp(at, tz=timezone.utc)
+                if when > now or (owns is not None and not owns(cid)):
+                    continue
+                if etype in latest_types:
+                    latest.add(cid, etype, when)
+                if etype in types and (event_since is None or when >= event_since):
+                    events.setdefault(cid, []).append(Event(eid, cid, etype, when, attrs))
         except BaseException:
             latest.close()  # its temporary file, when it spilled to one
             raise
@@ -499,7 +517,12 @@ class Planner:
         steps = [(ch, self.channel_info[ch]) for ch in campaign.channels]
         now = self.now
         refused: list[tuple[Candidate, str, str | None, str]] = []
+        left, category = self._left, campaign.category
         for cand in cands:
+            if left and category in left.get(cand.customer.id, ()):
+                refused.append((cand, "skipped", None,
+                                f"the customer unsubscribed from {category} messages"))
+                continue
             refusals: list[tuple[str, Refusal]] = []
             for ch, info in steps:
                 refusal = check(cand, info, ctx)
@@ -531,11 +554,15 @@ class Planner:
         back by a cap on its channel falls back to the campaign's next channels (:meth:`_fall_back`).
         """
         caps = self.project.caps
-        if not caps:
+        # Customers who chose fewer messages on the preference page: their own cap on top.
+        own = self.ledger.customer_caps([a.candidate.customer.id for a in accepted
+                                         if a.campaign.category != "transactional"])
+        if not caps and not own:
             return accepted, []
         if self._limits is None:
             self._limits = caps_mod.Limits(caps)
         limits = self._limits
+        own_limits = {cid: self._own_limits(most, per) for cid, (most, per) in own.items()}
         now = self.now
         now_at = epoch(now)
         planned: list[_Accepted] = []
@@ -558,7 +585,7 @@ class Planner:
         if top is None:  # nothing but transactional sends
             return accepted, []
         policy = self._policy_callers()  # a send a cap holds back asks it about its next channels
-        width = limits.width
+        width = max([limits.width] + [lim.width for lim in own_limits.values()])
         usage = self.ledger.cap_usage(sorted(by_customer), now_at - width, top + width)
         capped = []
         # With nothing counted yet, one message breaks no cap that allows at least one.
@@ -566,17 +593,19 @@ class Planner:
         check = limits.check
         for cid, mine in by_customer.items():
             used = usage.get(cid)
-            if used is None and one_is_free and len(mine) == 1:
+            theirs = own_limits.get(cid) if own_limits else None
+            if used is None and one_is_free and len(mine) == 1 and theirs is None:
                 planned.append(mine[0])
                 continue
+            lim = theirs or limits
             items = list(used or ())
             if len(mine) > 1:
                 mine.sort(key=_priority_order)
             read_to = top + width  # how far ahead this customer's counted messages are known
             for a in mine:
-                reason = check(items, a.channel, a.at)
-                if reason and limits.scoped(reason) and a.channel != a.campaign.channels[-1]:
-                    a, reason, read_to = self._fall_back(a, reason, items, read_to, ctx, limits,
+                reason = (theirs.check if theirs else check)(items, a.channel, a.at)
+                if reason and lim.scoped(reason) and a.channel != a.campaign.channels[-1]:
+                    a, reason, read_to = self._fall_back(a, reason, items, read_to, ctx, lim,
                                                          policy)
                 if reason:
                     capped.append((a, reason))
@@ -584,6 +613,15 @@ class Planner:
                     items.append((a.channel, a.at))
                     planned.append(a)
         return planned, capped
+
+    def _own_limits(self, most: int, per: int) -> caps_mod.Limits:
+        """The deployment's caps plus a customer's own (``most`` messages per ``per`` seconds on
+        all channels), made once per distinct choice."""
+        found = self._own.get((most, per))
+        if found is None:
+            found = self._own[(most, per)] = caps_mod.Limits(
+                list(self.project.caps) + [CapRule(most, timedelta(seconds=per))])
+        return found
 
     def _fall_back(self, a: _Accepted, reason: str, items: list[tuple[str, int]], read_to: int,
                    ctx: DecisionContext, limits: caps_mod.Limits,

@@ -14,8 +14,12 @@ dispatcher holds) against the audience before it dispatches:
 * when no campaign is due (there is no planning pass), on a light pass of its own that only looks at
   ids and consent, and only when something waits at all.
 
+The customers arrive with what they changed through outreach already applied (outreach.consent): a
+consent withdrawn by an unsubscribe link or an SMS STOP is gone from ``customer.consent`` even when
+the export still says ``yes``, and the categories a customer left are passed alongside.
+
 A message whose channel's consent key (``ChannelInfo.consent``) is no longer among the customer's
-consents becomes ``failed``, with an error saying why, in one statement per channel and batch, and
+consents, or whose campaign category the customer left, becomes ``failed``, with an error saying why, in one statement per channel and batch, and
 only if it is still waiting at that moment (:meth:`Ledger.withdraw`). It is counted as ``skipped`` in
 the run report, with its reason: a refusal by policy, as consent refusals are when a message is
 planned (and as a late suppression is counted ``suppressed``), not a failure that sets the exit
@@ -58,6 +62,7 @@ WAITING_IN_MEMORY = 100_000
 
 #: The ledger error (and report reason) of a message withdrawn for each cause.
 WITHDRAWN = "consent for {consent} was withdrawn after it was planned"
+LEFT = "the customer unsubscribed from {category} messages after it was planned"
 ABSENT = "the customer is no longer in the audience, so their consent cannot be confirmed"
 
 #: Customers withdrawn for being absent, per statement (the ids go as one parameter).
@@ -126,8 +131,10 @@ class ConsentRecheck:
             self._waiting = waiting
         return self.active
 
-    def batch(self, customers: Sequence[Customer]) -> None:
-        """Withdraw the waiting messages of these customers whose channel they no longer agree to.
+    def batch(self, customers: Sequence[Customer],
+              left: Mapping[str, frozenset[str]] | None = None) -> None:
+        """Withdraw the waiting messages of these customers whose channel they no longer agree to,
+        or whose category they left (``left``: customer id -> categories).
 
         A customer listed twice is judged by the first row read, as the planner plans for it.
         """
@@ -153,13 +160,20 @@ class ConsentRecheck:
                     mine.append((c, channels))
         refused: dict[str, list[str]] = {}
         info = self.channel_info
+        gone: dict[str, list[str]] = {}
         for c, channels in mine:
             consent = c.consent
             for ch in channels:
                 if info[ch].consent not in consent:
                     refused.setdefault(ch, []).append(c.id)
+            if left:
+                for category in left.get(c.id, ()):
+                    gone.setdefault(category, []).append(c.id)
         for ch, ids in sorted(refused.items()):
             self._withdraw(ids, [ch], WITHDRAWN.format(consent=info[ch].consent))
+        for category, ids in sorted(gone.items()):
+            self._withdraw(ids, self.channels, LEFT.format(category=category),
+                           categories=[category])
 
     def finish(self) -> None:
         """Withdraw the waiting messages of customers the audience no longer has (see above).
@@ -181,9 +195,10 @@ class ConsentRecheck:
             self._file.close()
             self._file = None
 
-    def _withdraw(self, customer_ids: list[str], channels: list[str], reason: str) -> None:
+    def _withdraw(self, customer_ids: list[str], channels: list[str], reason: str, *,
+                  categories: list[str] | None = None) -> None:
         rows = self.ledger.withdraw(customer_ids, channels, reason, campaigns=self.campaigns,
-                                    up_to=self._top, dry_run=self.dry_run)
+                                    up_to=self._top, dry_run=self.dry_run, categories=categories)
         report, row = self.report, self.row
         for key, campaign, cid, channel in rows:
             report.campaign(campaign).refuse("skipped", reason)
