@@ -174,7 +174,7 @@ def record(ctx: ServeContext, events: Sequence[Mapping[str, Any]]) -> dict[str, 
         cfg = ctx.project.channels.get(channel)
         changed += ctx.ledger.record_consent_change(
             customer, consent=cfg.consent if cfg else "email", action=action,
-            source="unsubscribe" if action == "withdrawn" else "resubscribe",
+            source="sendgrid",
             evidence=f"sendgrid:{e['sg_event_id']}", at=_time(e.get("timestamp")) or int(time.time()))
     return {"received": batch.received, "new": len(batch.new), "duplicates": batch.duplicates,
             "unmatched": batch.unmatched, "settled": batch.settled, "consent_changes": changed}
