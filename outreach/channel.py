@@ -180,6 +180,11 @@ class Channel:
     THREADED_CONCURRENCY: ClassVar[int] = 8
     ASYNC_CONCURRENCY: ClassVar[int] = 64
 
+    #: True when the deployment has ``[serve]``: every message then carries signed
+    #: ``unsubscribe_url``, ``preferences_url`` and ``feedback_url`` in ``message.variables``
+    #: (an email channel can fill ``List-Unsubscribe`` from them with no setting of its own).
+    links_served: bool = False
+
     #: Settings the core adds to every channel; ``timeout`` (seconds) is also passed in ``config``
     #: and must bound every network call (an unbounded wait would hold a claim forever).
     CORE_SETTINGS: ClassVar[Mapping[str, Setting]] = {

@@ -440,6 +440,10 @@ def preview(state: _State, campaign: str, customer_id: str | None, channel: str 
         locale = project.locale
         note = (f"a sample customer in {project.timezone} speaking {project.locale} "
                 "(--customer ID shows a real one)")
+    if project.serve is not None:
+        from outreach.config import sample_links
+
+        variables = {**sample_links(project.serve.public_url), **variables}
     channels = [channel] if channel else camp.channels
     result: dict[str, dict[str, Any]] = {}
     for ch in channels:
@@ -498,9 +502,17 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
             item["deliveries"] = [{**d, "occurred_at": from_epoch(d["occurred_at"]).isoformat()}
                                   for d in outcomes.get(r["key"], [])]
             if render:
+                variables = json.loads(r["variables"])
+                cfg = project.channels.get(r["channel"])
+                if project.serve is not None and cfg is not None:  # as dispatch signed them
+                    from outreach.serve.tokens import links
+
+                    variables.update(links(project.serve.public_url,
+                                           project.serve.token_secret.reveal().encode(),
+                                           customer_id, r["key"], cfg.consent, r["category"]))
                 try:
                     content, _ = render_stored(ledger.version_content(r["version_id"]), r["channel"],
-                                               r["locale"], json.loads(r["variables"]))
+                                               r["locale"], variables)
                     item["content"] = content
                 except RenderError as exc:
                     item["content"] = {"error": str(exc)}
@@ -530,6 +542,67 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
             out.print(value, markup=False)
     for s in skipped:
         out.print(f"not sent: {s['campaign']} ({s['outcome']}): {s['reason']}", markup=False)
+
+
+# ---------------------------------------------------------------------------------------- serve / consent
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on (a reverse proxy in front serves the public one).")
+@click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535),
+              help="The port to listen on (0: any free port, printed at start).")
+@click.pass_obj
+def serve(state: _State, host: str, port: int) -> None:
+    """Listen: one-click unsubscribe, the preference and feedback pages, provider webhooks."""
+    import logging
+
+    try:
+        from outreach.serve.app import serve as run_server
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"outreach serve needs {exc.name}: pip install 'outreach[serve]'") from None
+    project = state.project(only_valid=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ledger = Ledger(project.ledger_url)
+    try:
+        run_server(project, ledger, host, port,
+                   announce=lambda line: err.print(line, markup=False))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        ledger.close()
+
+
+@cli.command()
+@click.option("--customer", "customer_id", required=True, metavar="ID", help="The customer.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def consent(state: _State, customer_id: str, as_json: bool) -> None:
+    """A customer's consent history: every withdrawal and grant outreach recorded, newest last."""
+    project = state.project(only_valid=True)
+    ledger = Ledger(project.ledger_url)
+    try:
+        rows = ledger.consent_history(customer_id)
+        caps = ledger.customer_caps([customer_id]).get(customer_id)
+    finally:
+        ledger.close()
+    items = [{"at": from_epoch(r["created_at"]).isoformat(),
+              "consent": r["consent"], "category": r["category"], "action": r["action"],
+              "source": r["source"], "evidence": r["evidence"]} for r in rows]
+    own_cap = {"max": caps[0], "per_seconds": caps[1]} if caps else None
+    if as_json:
+        _emit_json({"customer": customer_id, "changes": items, "own_cap": own_cap})
+        return
+    if not items:
+        out.print(f"no consent change recorded for customer {customer_id!r} (the audience's "
+                  "consent columns decide)", markup=False)
+    else:
+        table = Table("when", "what", "action", "source", "evidence")
+        for i in items:
+            what = i["consent"] if i["consent"] is not None else f"category {i['category']}"
+            table.add_row(i["at"], what, i["action"], i["source"], i["evidence"] or "")
+        out.print(table)
+    if own_cap:
+        out.print(f"own cap: at most {caps[0]} marketing message(s) per {caps[1] // 86400} days",
+                  markup=False)
 
 
 # ---------------------------------------------------------------------------------------- plugins

@@ -27,7 +27,7 @@ from outreach.errors import ConfigError, Problem
 from outreach.localise import Placeholder
 from outreach.plugins import Plugins
 from outreach.rule import Rule
-from outreach.settings import Setting, resolve
+from outreach.settings import Secret, Setting, resolve
 
 CONFIG_FILE = "outreach.toml"
 CAMPAIGN_DIR = "campaigns"
@@ -77,6 +77,21 @@ class WorkersConfig:
 
 
 @dataclass
+class ServeConfig:
+    """The ``[serve]`` table: what ``outreach serve`` listens with, and what links it signs
+    (see :mod:`outreach.serve`). Secrets are read from the environment when the table is read."""
+
+    #: The address customers and providers reach (links and signatures are computed against it).
+    public_url: str
+    #: The key that signs links; from the environment variable ``token_secret_env`` names.
+    token_secret: Secret
+    sendgrid_verification_key: Secret | None = None
+    twilio_auth_token: Secret | None = None
+    max_body: int = 1_048_576
+    replay_window: timedelta = timedelta(minutes=5)
+
+
+@dataclass
 class ChannelConfig:
     """One ``[channels.NAME]`` table, validated."""
 
@@ -90,9 +105,14 @@ class ChannelConfig:
     timeout: float
     quiet_hours: tuple[time, time] | None
 
+    #: Whether ``[serve]`` signs links for this channel's messages (see Channel.links_served).
+    links: bool = False
+
     def create(self) -> Channel:
         """A fresh channel instance (one per process)."""
-        return self.cls(self.name, {**self.settings, "timeout": self.timeout})
+        channel = self.cls(self.name, {**self.settings, "timeout": self.timeout})
+        channel.links_served = self.links
+        return channel
 
 
 @dataclass
@@ -176,6 +196,8 @@ class Project:
     workers: WorkersConfig | None = None
     #: The language of the campaigns' default templates (the sample customer's).
     locale: str = "en"
+    #: Set when ``[serve]`` is: links in messages (unsubscribe, preferences, feedback) point there.
+    serve: ServeConfig | None = None
 
     def source(self) -> Source:
         """A fresh audience source, told which attributes the campaigns' rules read as dates."""
@@ -199,7 +221,7 @@ _DEPLOYMENT_KEYS = {
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
 }
-_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers")
+_TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers", "serve")
 _RETRY_KEYS = {
     "max_attempts": Setting("int", default=5, minimum=1,
                             help="attempts across runs before a transient failure fails for good"),
@@ -218,6 +240,30 @@ _WORKERS_KEYS = {
     "schedule": Setting("str", help="cron expression on which the workers start a run"),
     "sweep": Setting("duration", default=timedelta(seconds=30), minimum=1,
                      help="how often a worker recovers expired claims and stalled shards"),
+}
+_SERVE_KEYS = {
+    "public_url": Setting("str", required=True,
+                          help="the https address customers and providers reach outreach serve at "
+                               "(behind a proxy, the proxy's): links are built on it and provider "
+                               "signatures are checked against it"),
+    "token_secret": Setting("str", required=True, secret=True, env="OUTREACH_TOKEN_SECRET",
+                            help="signs the links in messages (unsubscribe, preferences, "
+                                 "feedback): at least 32 random characters, the same for every "
+                                 "process that sends or serves; changing it breaks links already "
+                                 "sent"),
+    "sendgrid_verification_key": Setting("str", secret=True,
+                                          env="SENDGRID_WEBHOOK_VERIFICATION_KEY",
+                                          help="SendGrid's Event Webhook verification key (base64 "
+                                               "public key); without it the SendGrid endpoint "
+                                               "refuses every request"),
+    "twilio_auth_token": Setting("str", secret=True, env="TWILIO_AUTH_TOKEN",
+                                 help="the Twilio auth token that signs its callbacks; without it "
+                                      "the Twilio endpoints refuse every request"),
+    "max_body": Setting("int", default=1_048_576, minimum=1024,
+                        help="largest request body accepted, in bytes (413 above it)"),
+    "replay_window": Setting("duration", default=timedelta(minutes=5), minimum=1,
+                             help="signed webhook timestamps further than this from now are "
+                                  "refused as replays"),
 }
 _CAP_KEYS = {
     "max": Setting("int", required=True, minimum=0, help="messages allowed in the window"),
@@ -254,7 +300,8 @@ def reference_tables() -> dict[str, Mapping[str, Setting]]:
     ``[audience]`` and ``[channels.NAME]`` take the registered source's or channel type's settings.
     """
     return {"": _DEPLOYMENT_KEYS, "caps": _CAP_KEYS, "quiet_hours": _QUIET_KEYS,
-            "retry": _RETRY_KEYS, "workers": _WORKERS_KEYS, "campaign": _CAMPAIGN_KEYS}
+            "retry": _RETRY_KEYS, "workers": _WORKERS_KEYS, "serve": _SERVE_KEYS,
+            "campaign": _CAMPAIGN_KEYS}
 
 
 #: The tables ``outreach.toml`` may hold (anything else at the top level is a key).
@@ -330,6 +377,9 @@ def load_project(
     problems += retry_values.problems
     retry = RetryPolicy(**retry_values.values) if not retry_values.problems else RetryPolicy()
     workers = _load_workers(data["workers"], ledger_url, f, problems) if "workers" in data else None
+    serve = _load_serve(data["serve"], f, environ, problems) if "serve" in data else None
+    for channel_cfg in channels.values():
+        channel_cfg.links = serve is not None
 
     if problems:
         raise ConfigError(problems)
@@ -367,7 +417,7 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
-        workers=workers,
+        workers=workers, serve=serve,
     )
 
 
@@ -389,6 +439,34 @@ def _load_workers(table: Any, ledger_url: str, f: str,
     if resolved.problems:
         return None
     return WorkersConfig(shards=values["shards"], schedule=schedule, sweep=values["sweep"])
+
+
+def _load_serve(table: Any, f: str, environ: Mapping[str, str] | None,
+                problems: list[Problem]) -> ServeConfig | None:
+    if not isinstance(table, dict):
+        return None  # reported with the other tables that are not tables
+    resolved = resolve(_SERVE_KEYS, table, file=f, prefix="serve", environ=environ)
+    problems += resolved.problems
+    values = resolved.values
+    url = values.get("public_url")
+    if isinstance(url, str) and not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        problems.append(Problem(f, "serve.public_url", "expected the address outreach serve is "
+                                                       "reached at, such as "
+                                                       f"\"https://mail.example.com\", got {url!r}"))
+        return None
+    secret = values.get("token_secret")
+    if secret is not None and len(secret.reveal()) < 32:
+        problems.append(Problem(f, "serve.token_secret_env",
+                                f"the environment variable {secret.env} holds a secret of "
+                                f"{len(secret.reveal())} characters: use at least 32 random ones "
+                                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"))
+        return None
+    if resolved.problems:
+        return None
+    return ServeConfig(public_url=url.rstrip("/"), token_secret=secret,
+                       sendgrid_verification_key=values.get("sendgrid_verification_key"),
+                       twilio_auth_token=values.get("twilio_auth_token"),
+                       max_body=values["max_body"], replay_window=values["replay_window"])
 
 
 def _ledger_url(url: str, root: Path, f: str, problems: list[Problem]) -> str:
@@ -811,6 +889,13 @@ class SampleRecord(dict):
         return Placeholder(f"<{key}>")
 
 
+def sample_links(public_url: str) -> dict[str, str]:
+    """The link variables ``[serve]`` gives each message, as a sample render shows them."""
+    base = public_url.rstrip("/")
+    return {"unsubscribe_url": f"{base}/u/SAMPLE-TOKEN", "preferences_url": f"{base}/u/SAMPLE-TOKEN",
+            "feedback_url": f"{base}/f/SAMPLE-TOKEN"}
+
+
 def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig], plugins: Plugins,
                   columns: tuple[set[str] | None, set[str] | None],
                   tz: ZoneInfo, f: str, problems: list[Problem], default_locale: str = "en") -> None:
@@ -821,6 +906,8 @@ def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig], plugin
             fields = tmpl.for_locale(locale or "")
             variables = sample_variables(campaign, tz, locale=locale, columns=columns,
                                          plugins=plugins, default_locale=default_locale)
+            if channels[ch].links:  # [serve] signs these for every message
+                variables.update(sample_links("https://outreach.example"))
             rendered = {}
             for field_name, source in fields.items():
                 try:

@@ -53,6 +53,7 @@ from outreach.channel import (
 )
 from outreach.config import Project, RetryPolicy
 from outreach.consent import refusal as consent_refusal
+from outreach.serve.tokens import links
 from outreach.ledger import Claimed, Ledger, epoch, wall_clock
 from outreach.plugins import Plugins
 from outreach.ratelimit import RateLimiter, limiter_for
@@ -131,6 +132,9 @@ class Dispatcher:
         self.owner = owner or f"{uuid.uuid4().hex[:12]}"
         self.progress = progress
         self.retry: RetryPolicy = project.retry
+        #: With [serve]: (public URL, token secret) that sign each message's links.
+        self._links = ((project.serve.public_url, project.serve.token_secret.reveal().encode())
+                       if project.serve is not None else None)
         self._ttl = int(project.claim_ttl.total_seconds())
         #: A rate-limited channel's claims hold at most this many seconds of its rate (default:
         #: half a claim's lifetime). Processes sharing one rate (outreach.ratelimit) claim less,
@@ -315,6 +319,9 @@ class Dispatcher:
                                                  "stopped_by": "suppression"},
                                          counted_as="suppressed"))
                 continue
+            if self._links is not None and cfg is not None:
+                row.variables = {**row.variables, **links(*self._links, row.customer_id, row.key,
+                                                          cfg.consent, row.category)}
             try:
                 content, options = render_stored(self.ledger.version_content(row.version_id),
                                                  row.channel, row.locale, row.variables)

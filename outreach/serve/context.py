@@ -3,7 +3,7 @@ settings, so a handler never reads configuration or the environment itself."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,11 +20,11 @@ class ServeSettings:
     #: server itself sees).
     public_url: str
     #: Key for signing links (unsubscribe, preferences, feedback, per-message callbacks).
-    token_secret: bytes
+    token_secret: bytes = field(repr=False)
     #: SendGrid's Event Webhook verification key (base64 DER public key), None: endpoint refuses.
-    sendgrid_verification_key: str | None = None
+    sendgrid_verification_key: str | None = field(default=None, repr=False)
     #: Twilio's auth token, which signs its callbacks; None: the Twilio endpoints refuse.
-    twilio_auth_token: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
     #: Largest accepted request body, in bytes (413 above it).
     max_body: int = 1_048_576
     #: Signed webhook timestamps older or newer than this many seconds are refused as replays.

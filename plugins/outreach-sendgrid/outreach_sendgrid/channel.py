@@ -232,9 +232,12 @@ class SendGridChannel(Channel):
             if not fields & {"body", "html"}:
                 problems.append("body or html is required (unless template_id names a SendGrid "
                                 "dynamic template)")
-        if category == "marketing" and not (self.unsubscribe_url or self.unsubscribe_mailto):
+        if category == "marketing" and not (self.unsubscribe_url or self.unsubscribe_mailto
+                                            or self.links_served):
             problems.append(f"marketing email needs a List-Unsubscribe header: set unsubscribe_url "
-                            f"(https, one-click) or unsubscribe_mailto in [channels.{self.name}]")
+                            f"(https, one-click) or unsubscribe_mailto in [channels.{self.name}], "
+                            "or add [serve] to outreach.toml (outreach serve then signs one "
+                            "per message)")
         return problems
 
     def check_rendered(self, content: Mapping[str, str], options: Mapping[str, Any]) -> list[str]:
@@ -272,14 +275,18 @@ class SendGridChannel(Channel):
         if message.category != "marketing":
             return {}
         links = []
+        # Without a link of its own, the one outreach serve signs for this message ([serve]).
+        served = message.variables.get("unsubscribe_url") if not self.unsubscribe_url else None
         if self.unsubscribe_url:
             links.append(f"<{_fill(self.unsubscribe_url, message)}>")
+        elif served:
+            links.append(f"<{served}>")
         if self.unsubscribe_mailto:
             links.append(f"<{_fill(self.unsubscribe_mailto, message)}>")
         if not links:
             return {}
         headers = {"List-Unsubscribe": ", ".join(links)}
-        if self.unsubscribe_url:
+        if self.unsubscribe_url or (served and str(served).startswith("https://")):
             # RFC 8058: one-click only with an https URI, which receives this POST body.
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return headers
