@@ -18,7 +18,6 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.errors import OutreachError
@@ -76,17 +75,6 @@ def _route(request: web.Request) -> str:
     """The route's pattern rather than the path (a path may hold a signed token)."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "(no route)"
-
-
-class AccessLogger(AbstractAccessLogger):
-    """An access log line with the route's pattern in place of the path: a path may hold a
-    signed token (a status callback's, an unsubscribe link's), which is not for logs. Give it to
-    the runner: ``web.AppRunner(app, access_log_class=AccessLogger)``."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        route = _route(request) if isinstance(request, web.Request) else "?"
-        self.logger.info("%s %s %s %s %.1f ms", request.remote, request.method, route,
-                         response.status, time * 1000)
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -2,7 +2,7 @@
 
 ``POST /webhooks/twilio/status/<token>``: Twilio reports what happened to one message (queued,
 sent, delivered, undelivered, failed, with an ``ErrorCode``). The token in the path is the
-message's ledger key, signed with ``[serve]``'s token secret, so the URL names its message and
+message's ledger key, signed with ``[serve]``'s token secret (outreach.serve.tokens), so the URL names its message and
 cannot be made up; the Twilio channel sets it as each message's ``status_callback``. A failure with
 one of the Twilio channel's suppressing codes (21610: the recipient replied STOP; not a mobile or
 not a valid number) suppresses the number, as the same failure at send time does.
@@ -23,19 +23,17 @@ the server.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import time
 from typing import Any, Mapping
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from outreach.policy.addresses import normalize
+from outreach.serve import tokens
 from outreach.serve.context import ServeContext, ServeSettings
 from outreach.serve.providers import Refused, in_thread, read_body
 
@@ -48,41 +46,23 @@ OPT_IN = frozenset({"START", "YES", "UNSTOP"})
 #: The consent-change source of an SMS keyword.
 STOP_SOURCE = "stop"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-_TOKEN_CONTEXT = b"outreach twilio status\x00"
 
 
 # -- the signed message token -------------------------------------------------------------------
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+def status_callback_url(settings: ServeSettings, customer_id: str, key: str) -> str:
+    """Where Twilio reports the delivery of the message ``key`` (as the dispatcher gives it to
+    the Twilio channel, in ``message.variables["status_callback_url"]``)."""
+    return tokens.links(settings.public_url, settings.token_secret, customer_id, key, "sms",
+                        "")["status_callback_url"]
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def sign_message_token(secret: bytes, key: str) -> str:
-    """A URL-safe token naming one message: its key and an HMAC-SHA256 of it (128 bits)."""
-    mac = hmac.new(secret, _TOKEN_CONTEXT + key.encode(), hashlib.sha256).digest()[:16]
-    return f"{_b64(key.encode())}.{_b64(mac)}"
-
-
-def read_message_token(secret: bytes, token: str) -> str | None:
-    """The key a token names, or None when it was not signed with ``secret``."""
-    body, _, mac = token.partition(".")
+def message_key(settings: ServeSettings, token: str) -> str:
+    """The key a status token names; :class:`Refused` unless we signed it for a status."""
     try:
-        key = _unb64(body).decode()
-        given = _unb64(mac)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    good = hmac.new(secret, _TOKEN_CONTEXT + key.encode(), hashlib.sha256).digest()[:16]
-    return key if hmac.compare_digest(good, given) else None
-
-
-def status_callback_url(settings: ServeSettings, key: str) -> str:
-    """Where Twilio reports the delivery of the message ``key``."""
-    return settings.public_url.rstrip("/") + STATUS_PATH + sign_message_token(
-        settings.token_secret, key)
+        return tokens.read(settings.token_secret, unquote(token), tokens.STATUS).key
+    except tokens.BadToken as exc:
+        raise Refused(400 if exc.malformed else 403, f"the callback token is not valid: {exc}") from None
 
 
 # -- reading and proving a request ----------------------------------------------------------------
@@ -155,9 +135,7 @@ def status_handler(ctx: ServeContext):
 
     async def handle(request: web.Request) -> web.Response:
         form = await proven_form(request, ctx.settings, validator)
-        key = read_message_token(ctx.settings.token_secret, request.match_info["token"])
-        if key is None:
-            raise Refused(403, "the callback token is not valid")
+        key = message_key(ctx.settings, request.match_info["token"])
         for field in ("MessageSid", "MessageStatus"):
             if not form.get(field):
                 raise Refused(400, f"the form has no {field}")
