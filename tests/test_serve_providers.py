@@ -540,3 +540,19 @@ def test_no_address_or_secret_in_the_logs(sqlite_project, caplog):
                    forged[0].rsplit("/", 1)[1], hooks.signer.public_key[:40],
                    headers["X-Twilio-Email-Event-Webhook-Signature"][:20]):
         assert secret not in logged
+
+
+def test_a_webhook_consent_change_is_the_row_record_consent_change_writes(ledger):
+    """The webhook writes consent changes in its own transaction: the same evidence recorded
+    through Ledger.record_consent_change afterwards is recognised as the same change."""
+    from outreach.ledger import ConsentByEvent
+
+    batch = ledger.record_delivery_events(
+        [{"provider": "sendgrid", "provider_event_id": "u-1", "kind": "unsubscribe"}],
+        consent=[ConsentByEvent("u-1", "withdrawn", "sendgrid", "sendgrid:u-1", 100,
+                                customer_id="c1", consent="email")])
+    assert batch.consent_changes == 1
+    assert not ledger.record_consent_change("c1", consent="email", action="withdrawn",
+                                            source="sendgrid", evidence="sendgrid:u-1", at=200)
+    assert [(c["action"], c["evidence"]) for c in ledger.consent_history("c1")] == [
+        ("withdrawn", "sendgrid:u-1")]

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.errors import OutreachError
+from outreach.ledger import Ledger
 from outreach.serve.context import ServeContext
 
 log = logging.getLogger("outreach.serve.providers")
@@ -77,10 +80,26 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(no route)"
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run blocking ledger work off the event loop."""
+#: One thread per ledger writes the webhooks' events: SQLite takes one writer at a time, and
+#: writers of one process queued in SQLite's busy handler sleep in steps of up to 100 ms, while a
+#: queue in front of one thread hands over at once. (PostgreSQL gets a few.)
+_WRITERS: dict[int, ThreadPoolExecutor] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer(ledger: Ledger) -> ThreadPoolExecutor:
+    with _WRITERS_LOCK:
+        pool = _WRITERS.get(id(ledger))
+        if pool is None:
+            pool = _WRITERS[id(ledger)] = ThreadPoolExecutor(
+                max_workers=1 if ledger.is_sqlite else 4, thread_name_prefix="outreach-webhooks")
+        return pool
+
+
+async def in_thread(ledger: Ledger, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run blocking ledger work off the event loop, on the ledger's writer thread(s)."""
     return await asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(fn, *args, **kwargs))
+        _writer(ledger), functools.partial(fn, *args, **kwargs))
 
 
 def provider_routes(ctx: ServeContext) -> list[web.RouteDef]:

@@ -31,6 +31,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 
+from outreach.ledger import ConsentByEvent
 from outreach.policy.addresses import normalize
 from outreach.serve.context import ServeContext
 from outreach.serve.providers import Refused, in_thread, read_body
@@ -160,24 +161,17 @@ def record(ctx: ServeContext, events: Sequence[Mapping[str, Any]]) -> dict[str, 
             address, _ = normalize("email", str(e.get("email") or ""))
             if address:
                 blocks.append((e["sg_event_id"], "email", address, blocked[0], blocked[1]))
-    batch = ctx.ledger.record_delivery_events(rows, suppress=blocks)
-    changed = 0
-    # Consent changes after the events' transaction, for every such event of the request (new or
-    # redelivered): each is idempotent by its event id, so a request retried after an outage
-    # records the change it could not record the first time, and a mere redelivery records none.
-    for e in events:
-        action = CONSENT_ACTIONS.get(e["event"])
-        key = message_key(e)
-        if action is None or key is None or key not in batch.matched:
-            continue
-        customer, channel, _ = batch.matched[key]
-        cfg = ctx.project.channels.get(channel)
-        changed += ctx.ledger.record_consent_change(
-            customer, consent=cfg.consent if cfg else "email", action=action,
-            source="sendgrid",
-            evidence=f"sendgrid:{e['sg_event_id']}", at=_time(e.get("timestamp")) or int(time.time()))
+    changes = [ConsentByEvent(e["sg_event_id"], CONSENT_ACTIONS[e["event"]], "sendgrid",
+                              f"sendgrid:{e['sg_event_id']}",
+                              _time(e.get("timestamp")) or int(time.time()),
+                              message_key=message_key(e))
+               for e in events if e["event"] in CONSENT_ACTIONS and message_key(e)]
+    batch = ctx.ledger.record_delivery_events(
+        rows, suppress=blocks, consent=changes,
+        consent_keys={name: cfg.consent for name, cfg in ctx.project.channels.items()})
     return {"received": batch.received, "new": len(batch.new), "duplicates": batch.duplicates,
-            "unmatched": batch.unmatched, "settled": batch.settled, "consent_changes": changed}
+            "unmatched": batch.unmatched, "settled": batch.settled,
+            "consent_changes": batch.consent_changes}
 
 
 def sendgrid_handler(ctx: ServeContext):
@@ -188,7 +182,7 @@ def sendgrid_handler(ctx: ServeContext):
         body = await read_body(request, ctx.settings.max_body)
         text = check_signature(hook, request.headers, body, ctx.settings.replay_window)
         events = parse_events(text)
-        counts = await in_thread(record, ctx, events)
+        counts = await in_thread(ctx.ledger, record, ctx, events)
         log.info("sendgrid: %(received)d event(s), %(new)d new, %(duplicates)d redelivered, "
                  "%(unmatched)d unmatched, %(settled)d unknown outcome(s) settled", counts)
         return web.json_response(counts)

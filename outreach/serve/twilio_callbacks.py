@@ -32,6 +32,7 @@ from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
+from outreach.ledger import ConsentByEvent
 from outreach.policy.addresses import normalize
 from outreach.serve import tokens
 from outreach.serve.context import ServeContext, ServeSettings
@@ -139,7 +140,7 @@ def status_handler(ctx: ServeContext):
         for field in ("MessageSid", "MessageStatus"):
             if not form.get(field):
                 raise Refused(400, f"the form has no {field}")
-        counts = await in_thread(record_status, ctx, key, form)
+        counts = await in_thread(ctx.ledger, record_status, ctx, key, form)
         log.info("twilio status %s: %d new, %d settled", form["MessageStatus"][:32],
                  counts["new"], counts["settled"])
         return web.Response(status=204)
@@ -168,6 +169,8 @@ def record_inbound(ctx: ServeContext, form: Mapping[str, str], number: str, word
                 if cfg.cls.address == "phone"}
     people = ctx.ledger.customers_at(number, sorted(channels))
     latest = max(people, key=lambda p: p[2], default=None)
+    pairs = sorted({(cid, channels[channel]) for cid, channel, _ in people})
+    now = int(time.time())
     event_id = f"inbound:{sid}"
     reason = "the recipient texted an opt-out keyword"
     batch = ctx.ledger.record_delivery_events(
@@ -175,16 +178,13 @@ def record_inbound(ctx: ServeContext, form: Mapping[str, str], number: str, word
           "message_key": latest[2] if latest else None,
           "detail": (form.get("Body") or form.get("OptOutType") or "").strip()[:32].upper(),
           "occurred_at": int(time.time())}],
-        suppress=[(event_id, "phone", number, reason, STOP_SOURCE)] if word == "stop" else ())
-    now = int(time.time())
-    changed = 0
-    pairs = sorted({(cid, channels[channel]) for cid, channel, _ in people})
+        suppress=[(event_id, "phone", number, reason, STOP_SOURCE)] if word == "stop" else (),
+        consent=[ConsentByEvent(event_id, "withdrawn", STOP_SOURCE, f"twilio:{sid}", now,
+                                customer_id=cid, consent=consent)
+                 for cid, consent in pairs] if word == "stop" else ())
     if word == "stop":
-        for cid, consent in pairs:  # idempotent by the message id: a retried request adds none
-            changed += ctx.ledger.record_consent_change(
-                cid, consent=consent, action="withdrawn", source=STOP_SOURCE,
-                evidence=f"twilio:{sid}", at=now)
-        return {"new": len(batch.new), "consent_changes": changed}
+        return {"new": len(batch.new), "consent_changes": batch.consent_changes}
+    changed = 0
     for cid, consent in pairs:  # a redelivered START finds the grant already the latest change
         last = [c for c in ctx.ledger.consent_history(cid)
                 if c["consent"] == consent and c["category"] is None]
@@ -209,7 +209,7 @@ def inbound_handler(ctx: ServeContext):
         word = keyword(form)
         number, _ = normalize("phone", form["From"])
         if word is not None and number:
-            counts = await in_thread(record_inbound, ctx, form, number, word)
+            counts = await in_thread(ctx.ledger, record_inbound, ctx, form, number, word)
             log.info("twilio inbound %s: %d new, %d consent change(s)", word, counts["new"],
                      counts["consent_changes"])
         return web.Response(text=EMPTY_TWIML, content_type="text/xml")
