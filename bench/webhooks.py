@@ -248,9 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
                                                    for k, (got, want) in checks.items()))
     failed = r["lost"] or r["double_counted"] or r["refused"] or any(
         got != want for got, want in checks.values())
+    per_cpu = r["handled"] / r["server_cpu"] if r["server_cpu"] else float("nan")
+    print(f"the server process: {per_cpu:,.0f} events per second of its own CPU")
     fig = figure("webhooks", r["rate"], "events/s", ">= 5,000", lost=r["lost"],
                  double_counted=r["double_counted"], seconds=r["seconds"],
-                 server_cpu=r["server_cpu"])
+                 server_cpu=r["server_cpu"], per_cpu_second=per_cpu)
     if failed:
         print(f"FAILED: {r['refused'][:3]}", file=sys.stderr)
         sys.exit(1)
