@@ -600,7 +600,7 @@ def consent(state: _State, customer_id: str, as_json: bool) -> None:
             what = i["consent"] if i["consent"] is not None else f"category {i['category']}"
             table.add_row(i["at"], what, i["action"], i["source"], i["evidence"] or "")
         out.print(table)
-    if own_cap:
+    if caps:
         out.print(f"own cap: at most {caps[0]} marketing message(s) per {caps[1] // 86400} days",
                   markup=False)
 

@@ -461,7 +461,7 @@ def _load_serve(table: Any, f: str, environ: Mapping[str, str] | None,
                                 f"{len(secret.reveal())} characters: use at least 32 random ones "
                                 "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"))
         return None
-    if resolved.problems:
+    if resolved.problems or not isinstance(url, str) or secret is None:
         return None
     return ServeConfig(public_url=url.rstrip("/"), token_secret=secret,
                        sendgrid_verification_key=values.get("sendgrid_verification_key"),

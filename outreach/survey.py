@@ -160,6 +160,12 @@ def _warn(project: Project, out: Survey, now: datetime, referenced: dict[str, di
             out.warnings.append(f"campaign {name} can reach nobody ({'; '.join(why)})")
             continue
         needs = campaign.rule.event_needs(now) if reads_events(campaign, now) else None
+        if needs is not None and "feedback" in needs.types:
+            # Feedback answers come from outreach serve (the ledger), not from the source's events.
+            if project.serve is None and not out.events_by_type["feedback"]:
+                out.warnings.append(f"campaign {name} reads feedback answers, which outreach "
+                                    "serve records: add [serve] to outreach.toml to collect them")
+            continue
         if needs is not None and needs.types and not any(out.events_by_type[t] for t in needs.types):
             out.warnings.append(f"campaign {name} can reach nobody: the events hold no "
                                 f"{' or '.join(sorted(needs.types))} event")

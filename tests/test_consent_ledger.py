@@ -7,6 +7,8 @@ each honour the latest change.
 
 from __future__ import annotations
 
+import json
+
 from outreach.dispatch import Dispatcher
 from outreach.ledger import epoch
 from outreach.plugins import get_plugins
@@ -217,3 +219,33 @@ def test_fewer_messages_is_a_cap_of_the_customers_own(project):
     assert len([k for k in sent if k.endswith(":e2")]) == 2  # Talin did not
     assert sum(r.capped for r in report.campaigns.values()) == 1
     assert epoch(parse_now("2026-11-24T12:00", p.load().tz)) > 0
+
+
+# ---------------------------------------------------------------------------------- the command
+def test_outreach_consent_shows_the_history(sqlite_project):
+    p = sqlite_project
+    p.customers(ANI)
+    r = p.cli("consent", "--customer", "c1")
+    assert r.code == 0 and "no consent change recorded for customer 'c1'" in r.stdout
+    change(p, "c1", consent="sms", action="withdrawn", source="stop", evidence="SM123",
+           at=1_790_000_000)
+    change(p, "c1", category="marketing", action="withdrawn", source="preferences",
+           at=1_790_000_100)
+    led = p.ledger()
+    try:
+        led.set_customer_cap("c1", 1, 30 * 86400)
+    finally:
+        led.close()
+
+    r = p.cli("consent", "--customer", "c1")
+    assert r.code == 0, r.stderr
+    assert "sms" in r.stdout and "SM123" in r.stdout and "category marketing" in r.stdout
+    assert "at most 1 marketing message(s) per 30 days" in r.stdout
+    data = json.loads(p.cli("consent", "--customer", "c1", "--json").stdout)
+    assert data["changes"] == [
+        {"at": "2026-09-21T14:13:20+00:00", "consent": "sms", "category": None,
+         "action": "withdrawn", "source": "stop", "evidence": "SM123"},
+        {"at": "2026-09-21T14:15:00+00:00", "consent": None, "category": "marketing",
+         "action": "withdrawn", "source": "preferences", "evidence": ""}]
+    assert data["own_cap"] == {"max": 1, "per_seconds": 30 * 86400}
+    assert p.cli("consent").code == 2  # --customer is required

@@ -40,7 +40,7 @@ def sent(demo: Path, channel: str) -> dict[str, list[dict]]:
 def test_the_demo_validates(demo):
     result = outreach(demo, "validate")
     assert result.returncode == 0, result.stderr
-    assert "7 campaign(s) valid" in result.stdout
+    assert "8 campaign(s) valid" in result.stdout
 
 
 def test_the_demo_story_of_24_november(demo):

@@ -135,3 +135,37 @@ def test_the_unsubscribed_mailchimp_export_gives_nobody_consent(sqlite_project):
     assert "UNSUB_TIME" in validate.stdout
     plan = p.cli("plan", "--json", "--now", "2026-04-12T10:00")
     assert [c["decision"] for c in plan.json()["candidates"]] == ["skipped"]
+
+
+def test_a_cancelled_shopify_order_is_no_purchase(sqlite_project):
+    """Shopify exports cancelled orders too, with ``Cancelled at`` filled in: a customer who
+    cancelled is not thanked for buying, and the order's further lines go with it."""
+    import csv
+
+    p = sqlite_project
+    _audience(p, 'format = "shopify"\nphone_region = "US"',
+              customers="shopify_customers_export.csv", events="shopify_orders_export.csv")
+    path = p.root / "events.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0]
+    name, cancelled = header.index("Name"), header.index("Cancelled at")
+    for row in rows[1:]:
+        if row[name] == "#1041" and row[header.index("Financial Status")]:
+            row[cancelled] = "2026-11-23 10:00:00 -0800"  # Armen's two-line order, first line
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    p.campaign("thanks", """
+        rule = "thank_you"
+        channels = ["email"]
+        [email]
+        subject = "Thank you, {{ customer.first_name }}"
+        body = "For {{ event.items }}"
+    """)
+    plan = p.cli("plan", "--json", "--now", "2026-11-24T09:30")
+    assert plan.code == 0, plan.stderr
+    thanked = {c["customer"] for c in plan.json()["candidates"] if c["decision"] == "send"}
+    assert thanked == {"7104423526571"}  # Maricel; Armen cancelled
+    assert plan.json()["invalid_rows"]["count"] == 0
+    validate = p.cli("validate", "--json")
+    assert validate.json()["audience"]["mapped"]["events"]["cancelled"] == "Cancelled at"

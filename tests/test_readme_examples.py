@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 READMES = ["README.md", "plugins/outreach-sendgrid/README.md", "plugins/outreach-twilio/README.md"]
 SECRETS = {"SENDGRID_API_KEY": "SG.readme-example-key", "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
            "TWILIO_AUTH_TOKEN": "readme-token", "SHOP_TWILIO_SID": "AC" + "1" * 32,
-           "SHOP_TWILIO_TOKEN": "readme-token-2", "WHATSAPP_TOKEN": "wa-readme-token"}
+           "SHOP_TWILIO_TOKEN": "readme-token-2", "WHATSAPP_TOKEN": "wa-readme-token",
+           "OUTREACH_TOKEN_SECRET": "readme-token-secret-0123456789abcdef",
+           "SENDGRID_WEBHOOK_VERIFICATION_KEY": "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"}
 
 
 def blocks(readme: str) -> list[tuple[str, str]]:
@@ -98,12 +100,76 @@ def test_root_deployment_reference_validates(tmp_path):
     project = validates(tmp_path)
     assert set(project.channels) == {"email", "sms"} and len(project.caps) == 2
     assert project.workers is not None and project.workers.shards == 8
+    assert project.serve is not None and project.serve.public_url.endswith("/outreach")
 
     project_with(tmp_path, reference)
     with pytest.raises(ConfigError, match="PostgreSQL"):
         validates(tmp_path)
     project_with(tmp_path, reference.split("[workers]")[0])
     assert validates(tmp_path).workers is None
+
+
+def _serve_block() -> str:
+    return block("README.md", "[serve]\npublic_url")
+
+
+def test_root_serve_table_validates_and_the_app_serves_every_route_it_names(tmp_path):
+    """The Listening section's [serve] table validates, and its endpoint table names the routes
+    the application really has."""
+    project_with(tmp_path, 'timezone = "UTC"\n[audience]\ncustomers = "data/customers.csv"\n'
+                 '[channels.email]\nplugin = "outbox-email"\npath = "outbox"\n' + _serve_block())
+    project = validates(tmp_path)
+    cfg = project.serve
+    assert cfg is not None and cfg.public_url == "https://mail.example.com/outreach"
+    assert cfg.max_body == 1048576 and cfg.replay_window.total_seconds() == 300
+    assert cfg.token_secret.env == "OUTREACH_TOKEN_SECRET"
+    assert cfg.twilio_auth_token is not None and cfg.sendgrid_verification_key is not None
+
+    from outreach.ledger import Ledger
+    from outreach.serve.app import create_app, settings_of
+    from outreach.serve.context import ServeContext
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        app = create_app(ServeContext(project, ledger, settings_of(project)))
+        served = {(r.method, r.resource.canonical) for r in app.router.routes()
+                  if r.resource is not None}
+    finally:
+        ledger.close()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Listening: `outreach serve`")[1].split("\n## ")[0]
+    for method, path in [("POST", "/u/{token}"), ("GET", "/u/{token}"), ("GET", "/f/{token}"),
+                         ("POST", "/f/{token}"), ("GET", "/healthz")]:
+        assert (method, path) in served
+        assert path.replace("{token}", "TOKEN") in section
+
+
+def test_root_systemd_unit_and_nginx_site_fit_together():
+    """The unit runs a valid `outreach serve` command line; nginx proxies the path of
+    public_url to the port the unit listens on and accepts the bodies max_body accepts."""
+    import configparser
+
+    from outreach.cli import serve
+
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.read_string(block("README.md", "# /etc/systemd/system/outreach-serve.service"))
+    words = shlex.split(unit["Service"]["ExecStart"])
+    assert words[0].endswith("/outreach") and words[1] == "serve"
+    ctx = serve.make_context("serve", words[2:])  # raises on an option serve does not have
+    assert unit["Install"]["WantedBy"] == "multi-user.target" and unit["Service"]["Restart"]
+
+    site = block("README.md", "# /etc/nginx/conf.d/outreach.conf")
+    assert site.count("{") == site.count("}")
+    for raw in site.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        assert not line or line.endswith(("{", "}", ";")), f"not a directive: {raw}"
+    serve_toml = tomllib.loads(_serve_block())["serve"]
+    path = serve_toml["public_url"].split("mail.example.com", 1)[1]
+    assert f"location {path}/ {{" in site
+    assert f"proxy_pass http://{ctx.params['host']}:{ctx.params['port']}/;" in site
+    size = re.search(r"client_max_body_size (\d+)m;", site)
+    assert size and int(size.group(1)) * 1024 * 1024 == serve_toml["max_body"]
+    assert "server_name mail.example.com;" in site
 
 
 def test_root_rate_budget_sketch_matches_the_code():
@@ -216,7 +282,10 @@ CHECKED: dict[str, list[str]] = {
                   "from outreach.testing import SourceData", "[audience]                         # CSV",
                   '[audience]\nformat = "shopify"',
                   "python3 dev.py test", "pip install outreach outreach-sendgrid",
-                  "pip install 'outreach[workers]'", "reserve k slots:"],
+                  "pip install 'outreach[workers]'", "reserve k slots:",
+                  "pip install 'outreach[serve]'", "[serve]\npublic_url",
+                  "# /etc/systemd/system/outreach-serve.service",
+                  "# /etc/nginx/conf.d/outreach.conf"],
     "plugins/outreach-sendgrid/README.md": ["pip install outreach-sendgrid", "[channels.email]",
                                             "from outreach.settings import Secret",
                                             'pip install -e "plugins/outreach-sendgrid[test]"'],

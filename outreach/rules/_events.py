@@ -35,9 +35,12 @@ class EventRule(Rule):
 
     def select(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
         types, delay, window = self._types(), self._delay(), self.config["within"]
+        most = self.config.get("max_rating")
         for p in profiles:
             for event in p.events:
                 if event.type not in types:
+                    continue
+                if most is not None and not _rated_at_most(event.attributes.get("rating"), most):
                     continue
                 due = event.time + delay
                 # Decided when due, not ahead: consent and suppressions are those of that moment.
@@ -51,3 +54,12 @@ class EventRule(Rule):
                  "time": now.isoformat()}
         event.update(given)
         return {"event": event}
+
+
+def _rated_at_most(rating: Any, most: int) -> bool:
+    """Whether an event's ``rating`` (a number, or its text from a CSV) is at most ``most``; an
+    event without a readable rating is not."""
+    try:
+        return float(rating) <= most
+    except (TypeError, ValueError):
+        return False

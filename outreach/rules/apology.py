@@ -26,6 +26,9 @@ class Apology(EventRule):
         "delay": Setting("duration", default=timedelta(0), help="wait this long after the event"),
         "within": Setting("duration", default=timedelta(days=7), minimum=60,
                           help="an apology later than this is not sent"),
+        "max_rating": Setting("int", minimum=1,
+                              help="only events whose rating is at most this (a feedback answer "
+                                   "of 1-5 from outreach serve's feedback page)"),
     }
 
 

@@ -11,7 +11,7 @@ from outreach.scaffold.files import write_tree
 
 #: The examples ``outreach init --example`` offers, with what each holds.
 EXAMPLES = {
-    "bakery": "the demo bakery: seven campaigns in four languages, 50 customers and their events",
+    "bakery": "the demo bakery: eight campaigns in four languages, 50 customers and their events",
     "blank": "one thank-you campaign, one customer (you), no events yet",
 }
 #: Files of a project that a run writes and an example must not carry.

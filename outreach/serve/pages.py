@@ -218,7 +218,7 @@ class _Pages:
             greeting=t["hello"].format(name=first) if first else t["hello_anonymous"],
             address_line=t["address"].format(address=mask(msg["address"])),
             unsubscribe_label=unsubscribe_label, done=done,
-            channels=[{"key": k, "label": self._channel_label(t, k).capitalize(),
+            channels=[{"key": k, "label": _initial(self._channel_label(t, k)),
                        "on": changes.get(k) != "withdrawn"} for k in self.consents],
             categories=[{"key": c, "label": t[f"category_{c}"],
                          "on": changes.get(CATEGORY + c) != "withdrawn"} for c in CATEGORIES],
@@ -365,6 +365,11 @@ class _Pages:
         """For a load balancer: 200 when the ledger answers (503 from the middleware if not)."""
         await asyncio.to_thread(self.ctx.ledger.last_message_id)
         return web.Response(text="ok\n")
+
+
+def _initial(text: str) -> str:
+    """``text`` with a capital first letter, the rest as written ("SMS" stays "SMS")."""
+    return text[:1].upper() + text[1:]
 
 
 def _split(key: str) -> tuple[str | None, str | None]:

@@ -132,6 +132,9 @@ class Mapping:
     group_events: bool = False
     #: (item name column, quantity column) whose cells over a group make the ``items`` attribute.
     item_columns: tuple[str, str | None] | None = None
+    #: Columns that, filled in on an event's first row, mean the event was undone (Shopify's
+    #: ``Cancelled at``): such an event is no event, and rules never see it.
+    event_cancelled_by: tuple[str, ...] = ()
     preset: str | None = None
 
 
@@ -638,6 +641,9 @@ class EventReader:
         self.extra = [(safe_name(name), i) for i, name in enumerate(header) if i not in used]
         for name, i in self.extra:
             binding.attributes[name] = header[i]
+        self.cancelled = [header.index(c) for c in mapping.event_cancelled_by if c in header]
+        if self.cancelled:
+            binding.mapped["cancelled"] = ", ".join(header[i] for i in self.cancelled)
         self.items = None
         if mapping.item_columns and mapping.item_columns[0] in header:
             name_col, qty_col = mapping.item_columns
@@ -678,6 +684,8 @@ class EventReader:
                 yield EventRow(eid, "", etype, _EPOCH, list(row))
                 continue
             last_id = eid
+            if self.cancelled and any(row[i].strip() for i in self.cancelled):
+                continue  # undone (a cancelled order): its further lines are dropped with it
             cid = row[i_cust].strip()  # type: ignore[index]
             if not eid or not cid:
                 report(line, f"{self.header[i_id]} and {self.header[i_cust]} must not be empty")  # type: ignore[index]

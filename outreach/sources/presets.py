@@ -27,7 +27,8 @@ def shopify() -> Mapping:
     Orders (Orders → Export; Help Center, "Exporting orders"): one line per line item, ``Name``
     (``#1001``) on every line, the order's own columns (``Email``, ``Created at`` as
     ``2026-11-20 14:30:00 +0400``, ``Total``, ``Currency``...) on its first. Each order is one
-    ``purchase`` event keyed by the customer's email, with ``items`` listing its line items.
+    ``purchase`` event keyed by the customer's email, with ``items`` listing its line items. An
+    order with ``Cancelled at`` filled in is no purchase: it makes no event.
     """
     return Mapping(
         customer={
@@ -50,6 +51,7 @@ def shopify() -> Mapping:
         event_customer="email",
         group_events=True,
         item_columns=("Lineitem name", "Lineitem quantity"),
+        event_cancelled_by=("Cancelled at",),
         preset="shopify",
     )
 

@@ -276,7 +276,8 @@ class SendGridChannel(Channel):
             return {}
         links = []
         # Without a link of its own, the one outreach serve signs for this message ([serve]).
-        served = message.variables.get("unsubscribe_url") if not self.unsubscribe_url else None
+        served = (message.variables.get("unsubscribe_url")
+                  if self.links_served and not self.unsubscribe_url else None)
         if self.unsubscribe_url:
             links.append(f"<{_fill(self.unsubscribe_url, message)}>")
         elif served:
@@ -352,7 +353,7 @@ class SendGridChannel(Channel):
         """
         first = messages[0]
         template_id = first.options.get("template_id")
-        has_unsubscribe = bool(self.unsubscribe_url or self.unsubscribe_mailto)
+        has_unsubscribe = bool(self.unsubscribe_url or self.unsubscribe_mailto or self.links_served)
         personalizations: list[dict[str, Any]] = []
         append = personalizations.append
         for message in messages:
