@@ -556,3 +556,14 @@ def test_a_webhook_consent_change_is_the_row_record_consent_change_writes(ledger
                                             source="sendgrid", evidence="sendgrid:u-1", at=200)
     assert [(c["action"], c["evidence"]) for c in ledger.consent_history("c1")] == [
         ("withdrawn", "sendgrid:u-1")]
+
+
+def test_an_unreadable_verification_key_is_503_so_sendgrid_keeps_the_events(sqlite_project,
+                                                                             caplog):
+    hooks = Hooks(sqlite_project)
+    path, body, headers = hooks.sendgrid([sendgrid_event("open", None, "k-1")])
+    hooks.settings = ServeSettings(public_url=PUBLIC, token_secret=SECRET,
+                                   sendgrid_verification_key="bm90IGEga2V5")
+    (status, reason), = hooks.post([(path, body, headers)])
+    assert status == 503 and "verification key" in reason
+    assert "bm90IGEga2V5" not in caplog.text and events_of(sqlite_project) == []

@@ -48,22 +48,31 @@ CONSENT_ACTIONS = {"unsubscribe": "withdrawn", "group_unsubscribe": "withdrawn",
                    "group_resubscribe": "granted"}
 
 
-def verifier(key: str | None) -> EventWebhook | None:
-    """The SDK's verifier for the configured public key (None: no key, every request refused)."""
+#: What the endpoint answers while the configured key cannot be read: 503, so SendGrid keeps
+#: the events and retries until the deployment is fixed.
+BAD_KEY = "the configured SendGrid verification key is not a base64 public key"
+
+
+def verifier(key: str | None) -> EventWebhook | str | None:
+    """The SDK's verifier for the configured public key; None without a key (every request is
+    refused), :data:`BAD_KEY` when it cannot be read (logged once, never shown)."""
     if not key:
         return None
     try:
         return EventWebhook(key)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ValueError("[serve] SendGrid verification key is not a base64 public key "
-                         f"({type(exc).__name__})") from None
+        log.error("[serve] sendgrid_verification_key: %s (%s); the SendGrid endpoint answers "
+                  "503 until it is fixed", BAD_KEY, type(exc).__name__)
+        return BAD_KEY
 
 
-def check_signature(hook: EventWebhook | None, headers: Mapping[str, str], body: bytes,
+def check_signature(hook: EventWebhook | str | None, headers: Mapping[str, str], body: bytes,
                     window: int, now: float | None = None) -> str:
     """The body as text once its signature and timestamp are proven; :class:`Refused` if not."""
     if hook is None:
         raise Refused(403, "no SendGrid verification key is configured")
+    if isinstance(hook, str):
+        raise Refused(503, hook)
     signature = headers.get(EventWebhookHeader.SIGNATURE)
     stamp = headers.get(EventWebhookHeader.TIMESTAMP)
     if not signature or not stamp:
