@@ -567,3 +567,25 @@ def test_an_unreadable_verification_key_is_503_so_sendgrid_keeps_the_events(sqli
     (status, reason), = hooks.post([(path, body, headers)])
     assert status == 503 and "verification key" in reason
     assert "bm90IGEga2V5" not in caplog.text and events_of(sqlite_project) == []
+
+
+def test_an_older_ledger_gets_the_phone_index_when_opened(ledger_url):
+    led = Ledger(ledger_url)
+    try:
+        with led.engine.begin() as conn:
+            conn.execute(text("DROP INDEX ix_messages_phone"))
+    finally:
+        led.close()
+    led = Ledger(ledger_url)  # as the next version opens a ledger made before it
+    try:
+        with led.reader.connect() as conn:
+            if led.is_sqlite:
+                found = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = "
+                                          "'ix_messages_phone'")).scalar()
+            else:
+                found = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = "
+                                          "'ix_messages_phone' AND schemaname = current_schema()")
+                                     ).scalar()
+        assert found is not None and "'+%'" in found  # the partial index: SMS rows only
+    finally:
+        led.close()

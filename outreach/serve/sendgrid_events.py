@@ -34,7 +34,7 @@ from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from outreach.ledger import ConsentByEvent
 from outreach.policy.addresses import normalize
 from outreach.serve.context import ServeContext
-from outreach.serve.providers import Refused, in_thread, read_body
+from outreach.serve.providers import Handler, Refused, in_thread, read_body
 
 log = logging.getLogger("outreach.serve.sendgrid")
 
@@ -183,7 +183,7 @@ def record(ctx: ServeContext, events: Sequence[Mapping[str, Any]]) -> dict[str, 
             "consent_changes": batch.consent_changes}
 
 
-def sendgrid_handler(ctx: ServeContext):
+def sendgrid_handler(ctx: ServeContext) -> Handler:
     """The ``POST /webhooks/sendgrid`` handler of this context."""
     hook = verifier(ctx.settings.sendgrid_verification_key)
 

@@ -36,7 +36,7 @@ from outreach.ledger import ConsentByEvent
 from outreach.policy.addresses import normalize
 from outreach.serve import tokens
 from outreach.serve.context import ServeContext, ServeSettings
-from outreach.serve.providers import Refused, in_thread, read_body
+from outreach.serve.providers import Handler, Refused, in_thread, read_body
 
 log = logging.getLogger("outreach.serve.twilio")
 
@@ -115,14 +115,14 @@ def _int(value: Any) -> int | None:
 def record_status(ctx: ServeContext, key: str, form: Mapping[str, str]) -> dict[str, int]:
     sid, status = form["MessageSid"], form["MessageStatus"]
     code = _int(form.get("ErrorCode"))
-    codes = _suppress_codes()
-    detail = f"ErrorCode {code}" + (f": {codes[code]}" if code in codes else "") if code else ""
+    why = _suppress_codes().get(code) if code is not None else None
+    detail = f"ErrorCode {code}" + (f": {why}" if why else "") if code else ""
     event_id = f"{sid}:{status}"
     blocks = []
-    if code in codes and status in ("failed", "undelivered"):
+    if why and status in ("failed", "undelivered"):
         number, _ = normalize("phone", form.get("To") or "")
         if number:
-            blocks.append((event_id, "phone", number, codes[code], f"twilio:{code}"))
+            blocks.append((event_id, "phone", number, why, f"twilio:{code}"))
     batch = ctx.ledger.record_delivery_events(
         [{"provider": "twilio", "provider_event_id": event_id, "kind": status[:32],
           "message_key": key, "detail": detail, "occurred_at": int(time.time())}],
@@ -130,7 +130,7 @@ def record_status(ctx: ServeContext, key: str, form: Mapping[str, str]) -> dict[
     return {"new": len(batch.new), "unmatched": batch.unmatched, "settled": batch.settled}
 
 
-def status_handler(ctx: ServeContext):
+def status_handler(ctx: ServeContext) -> Handler:
     """The ``POST /webhooks/twilio/status/{token}`` handler of this context."""
     validator = _validator(ctx.settings)
 
@@ -198,7 +198,7 @@ def record_inbound(ctx: ServeContext, form: Mapping[str, str], number: str, word
     return {"new": len(batch.new), "consent_changes": changed}
 
 
-def inbound_handler(ctx: ServeContext):
+def inbound_handler(ctx: ServeContext) -> Handler:
     """The ``POST /webhooks/twilio/inbound`` handler of this context."""
     validator = _validator(ctx.settings)
 
