@@ -425,16 +425,18 @@ def test_twilio_status_callbacks_are_recorded_and_21610_suppresses(project):
     requests = [hooks.status(ani, "SM1", "queued"), hooks.status(ani, "SM1", "sent"),
                 hooks.status(ani, "SM1", "delivered"), hooks.status(ani, "SM1", "delivered"),
                 hooks.status(talin, "SM2", "failed", ErrorCode="21610", To="+18185550102"),
-                hooks.status(talin, "SM2", "undelivered", ErrorCode="30003", To="+18185550102")]
-    assert [s for s, _ in hooks.post(requests)] == [204] * 6
+                hooks.status(talin, "SM2", "undelivered", ErrorCode="30003", To="+18185550102"),
+                hooks.status(ani, "SM3", "undelivered", ErrorCode="30006", To="+18185550101")]
+    assert [s for s, _ in hooks.post(requests)] == [204] * 7
     rows = events_of(project)
     assert [(r["message_key"], r["kind"], r["provider_event_id"]) for r in rows] == [
         (ani, "queued", "SM1:queued"), (ani, "sent", "SM1:sent"),
         (ani, "delivered", "SM1:delivered"), (talin, "failed", "SM2:failed"),
-        (talin, "undelivered", "SM2:undelivered")]
+        (talin, "undelivered", "SM2:undelivered"), (ani, "undelivered", "SM3:undelivered")]
     assert rows[3]["detail"] == "ErrorCode 21610: recipient replied STOP"
-    assert rows[4]["detail"] == "ErrorCode 30003"
-    assert suppressed(project) == {"+18185550102": "twilio:21610"}
+    assert rows[4]["detail"] == "ErrorCode 30003"  # unreachable for now: not suppressed
+    assert suppressed(project) == {"+18185550102": "twilio:21610",  # a landline: never again
+                                   "+18185550101": "twilio:30006"}
 
 
 @pytest.mark.parametrize("case", ["missing", "forged", "public url", "token"])

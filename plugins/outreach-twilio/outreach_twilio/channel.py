@@ -65,6 +65,9 @@ SUPPRESS_CODES: Mapping[int, str] = {
     21610: "recipient replied STOP",
     21211: "not a valid phone number",
     21614: "not a mobile number",
+    # Reported later, by a status callback (outreach serve), for a message Twilio accepted:
+    30005: "the number does not exist",
+    30006: "a landline or a carrier that cannot receive SMS",
 }
 #: Twilio's own "Too Many Requests" code (it comes with HTTP 429).
 RATE_LIMITED = 20429
