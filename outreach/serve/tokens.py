@@ -7,7 +7,9 @@ compared in constant time). That is all a link needs: tokens never expire (CAN-S
 unsubscribe link to work for at least 30 days after sending, and a customer may find an old email
 years later), so itsdangerous's timestamps and key derivation would add a dependency for nothing.
 Nobody without the secret can make a valid token, so ids cannot be enumerated by trying them;
-changing one character of a token makes it invalid. A purpose (``u``: unsubscribe and
+changing one character of a token makes it invalid. The payload is readable (base64, not
+encrypted): it holds the customer's id and the message's key, which its recipient already has,
+and never an address or a name. A purpose (``u``: unsubscribe and
 preferences, ``f``: feedback) is signed in, so a feedback link cannot unsubscribe anybody.
 """
 
