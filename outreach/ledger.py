@@ -1375,15 +1375,12 @@ class Ledger:
             return []
         params: dict[str, Any] = {"a": address}
         phones = _PHONE_ROWS if self.is_sqlite else _PHONE_ROWS.replace("%", "%%")  # pyformat
-        sql = ("SELECT customer_id, channel, MAX(id) FROM messages WHERE address = :a AND "
-               + phones + " AND channel IN (" + _marks("ch", list(channels), params) + ") "
-               "GROUP BY customer_id, channel")
+        sql = ("SELECT customer_id, channel, key FROM messages WHERE id IN (SELECT MAX(id) "
+               "FROM messages WHERE address = :a AND " + phones + " AND channel IN ("
+               + _marks("ch", list(channels), params) + ") GROUP BY customer_id, channel)")
         with self.reader.connect() as conn:
             found = conn.exec_driver_sql(self._paramstyle(sql), params).all()
-            ids = [r[2] for r in found]
-            keys = dict(conn.execute(select(messages.c.id, messages.c.key)
-                                     .where(messages.c.id.in_(ids))).all()) if ids else {}
-        return sorted((cid, channel, keys[mid]) for cid, channel, mid in found)
+        return sorted((cid, channel, key) for cid, channel, key in found)
 
     def suppression_source(self, kind: str, address: str) -> str | None:
         """Who put an address on the suppression list (None: it is not there)."""
