@@ -208,6 +208,8 @@ def test_an_unknown_outcome_is_settled_by_a_provider_event(project):
     assert status.code == 0, status.stderr
     assert json.loads(status.stdout)["unknown_outcomes"] == {"settled_by_evidence": 2,
                                                           "need_an_operator": 1}
+    assert ("unknown outcomes: 2 settled as sent by provider evidence, 1 still need an operator"
+            in project.cli("status").stdout)
     history = project.cli("history", "--customer", "c1", "--json", "--no-render")
     deliveries = {m["key"]: [d["kind"] for d in m["deliveries"]]
                   for m in json.loads(history.stdout)["messages"]}
@@ -434,6 +436,10 @@ def test_twilio_status_callbacks_are_recorded_and_21610_suppresses(project):
         (ani, "delivered", "SM1:delivered"), (talin, "failed", "SM2:failed"),
         (talin, "undelivered", "SM2:undelivered"), (ani, "undelivered", "SM3:undelivered")]
     assert rows[3]["detail"] == "ErrorCode 21610: recipient replied STOP"
+    # a callback signed for a message this ledger does not hold: kept, unmatched, never a 500
+    assert [s for s, _ in hooks.post([hooks.status("gone:key", "SM9", "sent")])] == [204]
+    assert events_of(project)[-1]["message_key"] is None
+    assert events_of(project)[-1]["detail"] == "unmatched key gone:key"
     assert rows[4]["detail"] == "ErrorCode 30003"  # unreachable for now: not suppressed
     assert suppressed(project) == {"+18185550102": "twilio:21610",  # a landline: never again
                                    "+18185550101": "twilio:30006"}

@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
@@ -83,15 +84,15 @@ def _route(request: web.Request) -> str:
 #: One thread per ledger writes the webhooks' events: SQLite takes one writer at a time, and
 #: writers of one process queued in SQLite's busy handler sleep in steps of up to 100 ms, while a
 #: queue in front of one thread hands over at once. (PostgreSQL gets a few.)
-_WRITERS: dict[int, ThreadPoolExecutor] = {}
+_WRITERS: weakref.WeakKeyDictionary[Ledger, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
 _WRITERS_LOCK = threading.Lock()
 
 
 def _writer(ledger: Ledger) -> ThreadPoolExecutor:
     with _WRITERS_LOCK:
-        pool = _WRITERS.get(id(ledger))
+        pool = _WRITERS.get(ledger)
         if pool is None:
-            pool = _WRITERS[id(ledger)] = ThreadPoolExecutor(
+            pool = _WRITERS[ledger] = ThreadPoolExecutor(
                 max_workers=1 if ledger.is_sqlite else 4, thread_name_prefix="outreach-webhooks")
         return pool
 
