@@ -915,8 +915,12 @@ def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig], plugin
                 except Exception as exc:  # noqa: BLE001 - sandbox refusals are not all TemplateErrors
                     key = f"{ch}.{locale}.{field_name}" if locale and field_name in \
                         tmpl.locales[locale] else f"{ch}.{field_name}"
+                    hint = ""
+                    if not channels[ch].links and any(f"'{name}'" in str(exc)
+                                                      for name in sample_links("")):
+                        hint = " (add [serve] to outreach.toml: outreach serve signs these links)"
                     problems.append(Problem(f, key, f"fails on a sample customer: "
-                                                    f"{type(exc).__name__}: {exc}"))
+                                                    f"{type(exc).__name__}: {exc}{hint}"))
             if len(rendered) == len(fields):
                 for message in channel.check_rendered(rendered, tmpl.options):
                     key = f"{ch}.{locale}" if locale else ch

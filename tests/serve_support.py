@@ -126,15 +126,17 @@ def start_command(p, *extra: str) -> tuple[subprocess.Popen, str]:
 
 
 def stop_command(proc: subprocess.Popen) -> str:
-    """Stop the server (SIGINT, as Ctrl-C or systemd would); what it wrote to stderr."""
+    """Stop the server with SIGTERM, as systemd does; it exits 0. What it wrote to stderr."""
     import signal
 
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     try:
         _, err = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
+        raise AssertionError(f"outreach serve did not stop on SIGTERM: {err}")
+    assert proc.returncode == 0, err
     return err
 
 

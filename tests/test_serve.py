@@ -230,3 +230,23 @@ def test_serve_table_without_its_secret_names_the_variable(sqlite_project):
     sqlite_project.configure(extra='[serve]\npublic_url = "https://mail.example.com"\n')
     r = sqlite_project.cli("validate")
     assert r.code == 2 and "OUTREACH_TOKEN_SECRET" in r.stderr
+
+
+def test_a_template_with_links_needs_the_serve_table(sqlite_project):
+    p = sqlite_project
+    p.customers("c1,Ani,P,ani@example.com,,America/Los_Angeles,hy,yes,no,")
+    p.campaign("news", '''
+rule = "newsletter"
+schedule = "0 * * * *"
+channels = ["email"]
+[email]
+subject = "News"
+body = "Leave: {{ unsubscribe_url }}"
+''')
+    r = p.cli("validate")
+    assert r.code == 2 and "'unsubscribe_url' is undefined" in r.stderr
+    assert "add [serve] to outreach.toml" in r.stderr
+    p.configure(extra='[serve]\npublic_url = "https://mail.example.com"\n')
+    assert p.cli("validate", env=ENV).code == 0
+    shown = p.cli("preview", "news", env=ENV)
+    assert shown.code == 0 and "https://mail.example.com/u/SAMPLE-TOKEN" in shown.stdout

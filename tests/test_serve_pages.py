@@ -61,6 +61,27 @@ def text_of(browser) -> str:
     return browser.find_element(By.TAG_NAME, "body").text
 
 
+def shows(browser, text: str, timeout: float = 20) -> bool:
+    """Wait until the page (a new one, after a form was sent) shows ``text``."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout, ignored_exceptions=(NoSuchElementException,
+                                                        StaleElementReferenceException)).until(
+        lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+    return True
+
+
+def send(browser, button: str) -> None:
+    """Click a form's button and wait for the page it answers with."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.ID, button).click()
+    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(page))
+
+
 def png_rows(data: bytes) -> tuple[int, int, set[bytes]]:
     """(width, height, the distinct scanlines) of a non-interlaced 8-bit RGB(A) PNG."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -103,9 +124,9 @@ def test_choices_on_the_preference_page_are_saved_and_confirmed(planned, server,
 
     browser.find_element(By.CSS_SELECTOR, "input[name=channel][value=sms]").click()
     browser.find_element(By.CSS_SELECTOR, "input[name=fewer][value=week]").click()
-    browser.find_element(By.ID, "save").click()
+    send(browser, "save")
 
-    assert "Na-save na ang iyong mga pinili." in text_of(browser)
+    assert shows(browser, "Na-save na ang iyong mga pinili.")
     assert history(planned, "c2") == [("sms", None, "withdrawn", "preferences")]
     led = planned.ledger()
     try:
@@ -118,14 +139,15 @@ def test_choices_on_the_preference_page_are_saved_and_confirmed(planned, server,
     assert browser.find_element(By.CSS_SELECTOR, "input[name=fewer][value=week]").is_selected()
     browser.find_element(By.CSS_SELECTOR, "input[name=channel][value=sms]").click()
     browser.find_element(By.CSS_SELECTOR, "input[name=category][value=marketing]").click()
-    browser.find_element(By.ID, "save").click()
+    send(browser, "save")
     assert set(history(planned, "c2")[1:]) == {("sms", None, "granted", "preferences"),
                                                (None, "marketing", "withdrawn", "preferences")}
 
-    browser.find_element(By.ID, "everything").click()
-    assert "Naka-unsubscribe ka na sa lahat" in text_of(browser)
-    assert {(c, a) for c, _, a, _ in history(planned, "c2")[3:]} == {("email", "withdrawn"),
-                                                                     ("sms", "withdrawn")}
+    send(browser, "everything")
+    assert shows(browser, "Naka-unsubscribe ka na sa lahat")
+    after = history(planned, "c2")
+    assert {(c, a) for c, _, a, _ in after[3:]} == {("email", "withdrawn"),
+                                                    ("sms", "withdrawn")}, after
 
 
 # ---------------------------------------------------------------------------------- feedback
@@ -134,14 +156,14 @@ def test_the_feedback_page_stores_a_rating_as_an_event(planned, server, browser)
     browser.get(f"{server.url}/f/{token}")
     assert browser.title == "Ինչպե՞ս էր"
 
-    browser.find_element(By.ID, "send").click()  # no rating chosen
-    assert "Խնդրում ենք ընտրել գնահատական" in text_of(browser)
+    send(browser, "send")  # no rating chosen
+    assert shows(browser, "Խնդրում ենք ընտրել գնահատական")
 
     browser.find_element(By.CSS_SELECTOR, "input[name=rating][value='2']").click()
     browser.find_element(By.ID, "comment").send_keys("Հացը սառն էր")
-    browser.find_element(By.ID, "send").click()
+    send(browser, "send")
 
-    assert "Շնորհակալություն" in text_of(browser)
+    assert shows(browser, "Շնորհակալություն")
     led = planned.ledger()
     try:
         [(eid, cid, etype, _, attrs)] = list(led.customer_events(["feedback"]))
@@ -166,8 +188,8 @@ def test_an_unsubscribe_while_a_newsletter_waits_for_morning_stops_it_for_good(s
     proc, base = start_command(p)  # the real `outreach serve`
     try:
         browser.get(link(p, "c1", base))  # Ani opens the link in the 20:00 issue at 23:00
-        browser.find_element(By.ID, "unsubscribe").click()
-        assert "Պատրաստ է" in text_of(browser)
+        send(browser, "unsubscribe")
+        assert shows(browser, "Պատրաստ է")
     finally:
         stop_command(proc)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import signal
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable
 
@@ -121,11 +122,20 @@ def serve(project: Project, ledger: Ledger, host: str, port: int,
         if announce is not None:
             announce(f"outreach serve listening on http://{host}:{actual} (public address "
                      f"{ctx.settings.public_url})")
+        # systemd stops a service with SIGTERM, a terminal with Ctrl-C: either finishes the
+        # requests in flight, closes the listener and returns (exit 0).
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Windows
+                pass
         try:
-            while True:
-                await asyncio.sleep(3600)
+            await stop.wait()
         finally:
             await runner.cleanup()
+            log.info("stopped")
 
     started = time.monotonic()
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any, Mapping
 
 from aiohttp import web
@@ -292,7 +293,9 @@ class _Pages:
         """Record what changed (a key already in the state asked for records nothing: a second
         click is no new change) and withdraw the waiting messages a withdrawal stops."""
         ledger, cid = self.ctx.ledger, token.customer_id
-        evidence = f"{token.key} at {now}"
+        # Each request is its own evidence (two saves in one second are two changes); a repeated
+        # click is made idempotent by the state read above, not by the evidence.
+        evidence = f"{token.key} request {uuid.uuid4().hex[:16]}"
         for key in withdraw:
             if before.get(key) == "withdrawn":
                 continue
