@@ -20,6 +20,7 @@ from _common import BENCH, PYTHON, machine_line, median  # noqa: E402
 #: (command, its arguments at full size). --small replaces the arguments.
 COMMANDS = [
     ("plan.py", ["--customers", "1000000", "--compare", "100000"]),
+    ("incremental.py", ["--customers", "1000000", "--repeat", "1"]),
     ("outbox_write.py", ["--messages", "300000"]),
     ("dispatch_rate.py", ["--rate", "100", "--seconds", "10", "--concurrency", "32"]),
     ("dispatch_twilio.py", ["--messages", "20000", "--concurrency", "64"]),

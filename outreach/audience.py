@@ -119,6 +119,20 @@ class EventCursor:
 
     time: datetime
     id: str
+    #: Where the source stopped, in its own terms (the CSV source: a byte offset in the events
+    #: file with the hash of the line before it), JSON-able; None for a source that needs only
+    #: (time, id). Not part of the order.
+    position: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    def as_json(self) -> dict[str, Any]:
+        """The form the ledger stores (``event_cursors.cursor``)."""
+        return {"time": self.time.isoformat(), "id": self.id,
+                "position": dict(self.position) if self.position is not None else None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "EventCursor":
+        """The cursor :meth:`as_json` stored."""
+        return cls(datetime.fromisoformat(data["time"]), str(data["id"]), data.get("position"))
 
 
 @dataclass
@@ -153,6 +167,17 @@ class Source:
     #: project from what its campaigns' rules read: a source reads them into ISO form
     #: (``2026-12-01``, ``--12-01``) and reports a value it cannot read.
     dates: frozenset[str] = frozenset()
+
+    #: Set before a full pass by incremental planning (:mod:`outreach.incremental`): the run's
+    #: now. A source whose cursor is a position rather than a time (the CSV source) then keeps in
+    #: :attr:`first_after_horizon` the earliest event it read dated after it: an event that has
+    #: not happened yet when the pass stores its cursor, which the run at that time must read.
+    horizon: datetime | None = None
+    first_after_horizon: datetime | None = None
+    #: Set by a run that looks customers up by id run after run (incremental planning): the
+    #: source may keep an index of its customers for :meth:`customers_by_ids` (the CSV source's
+    #: keyed copy). Left False, a one-off lookup (``preview``) reads them as it always did.
+    index_customers: bool = False
 
     def customers(self, report: Report) -> Iterator[Customer]:
         """Stream every customer once, reporting and skipping rows that are not valid."""
@@ -210,6 +235,44 @@ class Source:
                  if cursor is None or overlap or (e.time, e.id) > (cursor.time, cursor.id)]
         found.sort(key=lambda e: (e.time, e.id))
         return iter(found)
+
+    def events_with_cursors(self, cursor: EventCursor | None, types: frozenset[str], report: Report,
+                            *, overlap: timedelta = timedelta(0)
+                            ) -> Iterator[tuple[Event | None, EventCursor]]:
+        """:meth:`events_after`, each event with the cursor just past it: what a run stores once
+        it has recorded what it planned from the events up to there. A pair whose event is None
+        moves the cursor without an event (rows of other types, the end of what was read)."""
+        for event in self.events_after(cursor, types, report, overlap=overlap):
+            yield event, EventCursor(event.time, event.id)
+
+    def events_overlap(self) -> timedelta:
+        """How far before its cursor's time an incremental read reads events again, for rows
+        that reach the source late with an earlier time (a database row committed after later
+        ones). None by default; the SQL source's ``events_overlap``."""
+        return timedelta(0)
+
+    def cursor_identity(self) -> str:
+        """What tells this source's event stream from another's, for the ledger's cursors: a
+        hash of the source's type and where each role is read from. A project pointed at another
+        file or table starts without a cursor (and so with a full pass)."""
+        import hashlib
+        import json
+
+        origins = self.describe().origins
+        return hashlib.sha256(json.dumps([self.type_name, origins], sort_keys=True)
+                              .encode()).hexdigest()[:32]
+
+    def cursor_usable(self, cursor: EventCursor) -> bool:
+        """Whether events after ``cursor`` are still exactly the new events: False when the data
+        behind it was rewritten (a CSV file replaced rather than appended to), which calls for a
+        full pass. By (time, id) alone nothing can be checked: True."""
+        return True
+
+    def snapshot_cursor(self, now: datetime) -> EventCursor | None:
+        """Taken before a full pass that plans at ``now`` reads the events: the cursor it stores
+        once it is done (every event up to here was read). The default, (now, ""), leaves every
+        event dated after ``now`` to be read again; None stores nothing."""
+        return EventCursor(now, "")
 
     def customers_by_ids(self, ids: Collection[str], report: Report) -> Iterator[Customer]:
         """The customers among ``ids`` that exist, in any order (the customers of new events).

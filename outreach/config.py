@@ -198,6 +198,8 @@ class Project:
     locale: str = "en"
     #: Set when ``[serve]`` is: links in messages (unsubscribe, preferences, feedback) point there.
     serve: ServeConfig | None = None
+    #: The longest an event-only run plans incrementally before a full pass (outreach.incremental).
+    full_pass_every: timedelta = timedelta(days=1)
 
     def source(self) -> Source:
         """A fresh audience source, told which attributes the campaigns' rules read as dates."""
@@ -220,6 +222,10 @@ _DEPLOYMENT_KEYS = {
     "batch_size": Setting("int", default=2000, minimum=1, help="customers per planning batch"),
     "claim_ttl": Setting("duration", default=timedelta(minutes=10), minimum=1,
                          help="how long a dispatch process may hold a message"),
+    "full_pass_every": Setting("duration", default=timedelta(days=1), minimum=1,
+                               help="a run in which only event-driven campaigns are due reads "
+                                    "only the new events; at least this often it reads the whole "
+                                    "audience instead, to reconcile everything"),
 }
 _TABLES = ("audience", "channels", "caps", "quiet_hours", "retry", "workers", "serve")
 _RETRY_KEYS = {
@@ -417,7 +423,7 @@ def load_project(
         source_cls=source_cls, source_settings=source_settings, channels=channels, caps=caps,
         retry=retry, campaigns=campaigns, skipped=campaign_problems, warnings=warnings,
         batch_size=base.values["batch_size"], claim_ttl=base.values["claim_ttl"], locale=locale,
-        workers=workers, serve=serve,
+        workers=workers, serve=serve, full_pass_every=base.values["full_pass_every"],
     )
 
 

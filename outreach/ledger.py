@@ -191,6 +191,19 @@ def consent_key(consent: str | None, category: str | None) -> str:
     return consent if consent is not None else f"category:{category}"
 
 
+# ---------------------------------------------------------------------- event cursors
+# Where each audience source's event stream was read up to by the last run that planned from it
+# (outreach.incremental): a run in which only event-driven campaigns are due reads the events
+# after it. Written in the same transaction as the messages planned from those events, so a crash
+# leaves the cursor behind what was recorded, never ahead.
+event_cursors = Table(
+    "event_cursors", metadata,
+    Column("source", String(64), primary_key=True),  # Source.cursor_identity()
+    Column("stream", String(64), primary_key=True),  # "events"
+    Column("cursor", Text, nullable=False),  # JSON: outreach.incremental's state
+    Column("updated_at", BigInteger, nullable=False),
+)
+
 #: Message states. ``sending`` is the only one a process holds; the last four are outcomes.
 STATES = ("queued", "sending", "sent", "failed", "deferred", "unknown")
 _IN_LIST = 500  # ids or keys per IN (...) clause: well under every driver's parameter limit
@@ -693,22 +706,29 @@ class Ledger:
         """
         if not rows:
             return 0
-        stamp = wall_clock()
         shaped = _by_shape(rows, ("created_at", "updated_at", "attempts"))  # before the write lock
-        written = 0
         with self.engine.begin() as conn:
-            for cols, values in shaped:
-                marks = ", ".join(["?" if self.is_sqlite else "%s"] * len(cols))
-                sql = (f"INSERT INTO messages ({', '.join(cols)}, created_at, updated_at, attempts) "
-                       f"VALUES ({marks}, {int(stamp)}, {int(stamp)}, 0) "
-                       "ON CONFLICT (key) DO NOTHING")
-                if self.is_sqlite:
-                    raw = _sqlite3_of(conn)
-                    before = raw.total_changes
-                    raw.executemany(sql, values)
-                    written += raw.total_changes - before
-                else:
-                    written += conn.exec_driver_sql(sql, values).rowcount
+            return self._insert_messages_on(conn, rows, shaped)
+
+    def _insert_messages_on(self, conn: Connection, rows: Sequence[dict[str, Any]],
+                            shaped: Any = None) -> int:
+        """:meth:`insert_messages` inside the caller's transaction."""
+        stamp = wall_clock()
+        if shaped is None:
+            shaped = _by_shape(rows, ("created_at", "updated_at", "attempts"))
+        written = 0
+        for cols, values in shaped:
+            marks = ", ".join(["?" if self.is_sqlite else "%s"] * len(cols))
+            sql = (f"INSERT INTO messages ({', '.join(cols)}, created_at, updated_at, attempts) "
+                   f"VALUES ({marks}, {int(stamp)}, {int(stamp)}, 0) "
+                   "ON CONFLICT (key) DO NOTHING")
+            if self.is_sqlite:
+                raw = _sqlite3_of(conn)
+                before = raw.total_changes
+                raw.executemany(sql, values)
+                written += raw.total_changes - before
+            else:
+                written += conn.exec_driver_sql(sql, values).rowcount
         return written
 
     def record_skips(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -720,16 +740,55 @@ class Ledger:
         """
         if not rows:
             return
+        with self.engine.begin() as conn:
+            self._record_skips_on(conn, rows)
+
+    def _record_skips_on(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """:meth:`record_skips` inside the caller's transaction."""
+        if not rows:
+            return
         rows = list({r["key"]: r for r in rows}.values())  # the latest decision per key
         shaped = _by_shape(rows, ())
+        for cols, values in shaped:
+            marks = ", ".join(["?" if self.is_sqlite else "%s"] * len(cols))
+            refreshed = [c for c in ("outcome", "reason", "decided_at", "run_id") if c in cols]
+            action = ("DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in refreshed)
+                      if refreshed else "DO NOTHING")
+            conn.exec_driver_sql(f"INSERT INTO skips ({', '.join(cols)}) VALUES ({marks}) "
+                                 f"ON CONFLICT (key) {action}", values)
+
+    # ------------------------------------------------------------------ event cursors
+    def event_cursor(self, source: str, stream: str) -> dict[str, Any] | None:
+        """The stored state of a source's event stream (see ``event_cursors``), or None."""
+        with self.reader.connect() as conn:
+            raw = conn.execute(select(event_cursors.c.cursor).where(
+                event_cursors.c.source == source, event_cursors.c.stream == stream)).scalar()
+        return None if raw is None else json.loads(raw)
+
+    def record_planned(self, messages: Sequence[dict[str, Any]], skips: Sequence[dict[str, Any]],
+                       cursor: tuple[str, str, Mapping[str, Any] | None] | None = None) -> int:
+        """Messages and refusals planned from events, and the event cursor past those events
+        (source, stream, state; a None state forgets the cursor), in ONE transaction: the cursor
+        never gets ahead of what was recorded. Returns how many messages were new."""
         with self.engine.begin() as conn:
-            for cols, values in shaped:
-                marks = ", ".join(["?" if self.is_sqlite else "%s"] * len(cols))
-                refreshed = [c for c in ("outcome", "reason", "decided_at", "run_id") if c in cols]
-                action = ("DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in refreshed)
-                          if refreshed else "DO NOTHING")
-                conn.exec_driver_sql(f"INSERT INTO skips ({', '.join(cols)}) VALUES ({marks}) "
-                                     f"ON CONFLICT (key) {action}", values)
+            written = self._insert_messages_on(conn, messages) if messages else 0
+            self._record_skips_on(conn, skips)
+            if cursor is not None:
+                self._store_cursor_on(conn, *cursor)
+        return written
+
+    def _store_cursor_on(self, conn: Connection, source: str, stream: str,
+                         state: Mapping[str, Any] | None) -> None:
+        where = (event_cursors.c.source == source, event_cursors.c.stream == stream)
+        if state is None:
+            conn.execute(event_cursors.delete().where(*where))
+            return
+        raw = json.dumps(state, sort_keys=True)
+        done = conn.execute(update(event_cursors).where(*where).values(
+            cursor=raw, updated_at=wall_clock())).rowcount
+        if not done:
+            conn.execute(insert(event_cursors).values(source=source, stream=stream, cursor=raw,
+                                                      updated_at=wall_clock()))
 
     # ------------------------------------------------------------------ dispatch
     def recover(self, now_wall: int | None = None) -> tuple[int, int]:

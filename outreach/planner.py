@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 from outreach import caps as caps_mod
 from outreach import consent as consent_mod
-from outreach import templates
+from outreach import incremental, templates
 from outreach.audience import Customer, Event, Profile, RowProblem, Source
 from outreach.config import Campaign, CapRule, Project
 from outreach.decision import ChannelInfo, Choice, DecisionContext, Defer, Refusal
@@ -191,6 +191,8 @@ class Planner:
     def _run(self) -> None:
         given = self._given_due is not None
         due = self._given_due if self._given_due is not None else self.due_campaigns()
+        if incremental.plan_incrementally(self, due):
+            return  # only event-driven campaigns were due: the new events were planned
         recheck = self._recheck()
         if not due:
             try:
@@ -206,6 +208,7 @@ class Planner:
                 self._versions[campaign.name] = self.ledger.store_version(
                     campaign.name, campaign.version, campaign.content)
         source = self.project.source()
+        cursor = incremental.FullPass.begin(self, source)  # before the events are read
         total = self._progress_total(source)  # the bar shows while events are read
         events, latest = self._collect_events(source, [c for c, _ in due])
         try:
@@ -224,6 +227,8 @@ class Planner:
             for campaign, occurrence in due:
                 if occurrence is not None and not self.report.campaign(campaign.name).error:
                     self.ledger.complete_occurrence(campaign.name, epoch(occurrence))
+        if cursor is not None:
+            cursor.finish(due)
 
     def _recheck(self) -> ConsentRecheck:
         """The re-check of waiting messages' consent that this run makes (see outreach.recheck):

@@ -131,6 +131,15 @@ class ConsentRecheck:
             self._waiting = waiting
         return self.active
 
+    @property
+    def waiting_customers(self) -> list[str] | None:
+        """The customers with waiting messages not re-checked yet, when few enough to be held in
+        memory (after :meth:`start`); None for a large backlog, which needs a pass over the
+        audience."""
+        if self._file is not None:
+            return None
+        return sorted(self._waiting or ())
+
     def batch(self, customers: Sequence[Customer],
               left: Mapping[str, frozenset[str]] | None = None) -> None:
         """Withdraw the waiting messages of these customers whose channel they no longer agree to,

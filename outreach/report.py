@@ -98,6 +98,10 @@ class RunReport:
     run_id: str | None = None
     #: Channels stopped by a configuration the provider refused, by channel name.
     stopped_channels: dict[str, StoppedChannel] = field(default_factory=dict)
+    #: How planning read the audience (outreach.incremental): ``mode`` is ``incremental`` or
+    #: ``full``, with ``reason`` for a full pass, and for an incremental one the ``events`` read
+    #: and ``customers`` looked up by id.
+    planning: dict[str, Any] = field(default_factory=dict)
 
     def campaign(self, name: str) -> CampaignReport:
         """The report of one campaign, made on first use."""
@@ -140,4 +144,5 @@ class RunReport:
             "invalid_campaigns": self.skipped_campaigns,
             "recovered": {"requeued": self.recovered[0], "unknown": self.recovered[1]},
             "stopped_channels": [c.as_dict() for c in self.stopped_channels.values()],
+            "planning": self.planning,
         }

@@ -139,6 +139,14 @@ class Rule:
         """Which events the rule wants on each profile at ``now``; None for none."""
         return None
 
+    def new_events_suffice(self) -> bool:
+        """True when a run may show this rule only the customers of events new since the last
+        run, each profile with only those events: :meth:`select` writes about the events in
+        ``Profile.events`` alone, each due as soon as it happened (no delay), and about nothing
+        else. Event-driven campaigns whose rules say so plan incrementally
+        (:mod:`outreach.incremental`); the others need the whole audience every run."""
+        return False
+
     def select(self, profiles: Sequence[Profile], ctx: SelectContext) -> Iterable[Candidate]:
         """Yield a candidate for each customer of the batch this campaign is for, right now."""
         raise NotImplementedError

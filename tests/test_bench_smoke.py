@@ -43,6 +43,7 @@ def test_generate_writes_a_complete_project(tmp_path):
 
 @pytest.mark.parametrize("script, extra", [
     ("plan.py", ["--data"]),
+    ("incremental.py", ["--data"]),
     ("outbox_write.py", []),
     ("dispatch_rate.py", []),
     ("dispatch_twilio.py", []),

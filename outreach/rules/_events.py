@@ -28,6 +28,12 @@ class EventRule(Rule):
     def event_needs(self, now: datetime) -> EventNeeds:
         return EventNeeds(types=self._types(), since=now - self._delay() - self.config["within"])
 
+    def new_events_suffice(self) -> bool:
+        """Without a delay an event is due when it happens, so the new events are all a run
+        needs; with one, the events that become due now happened ``delay`` ago, before the last
+        run's cursor, and need a full pass."""
+        return not self._delay()
+
     def check(self) -> list[tuple[str, str]]:
         if not self.config[self.types_param]:
             return [(self.types_param, "expected at least one event type")]

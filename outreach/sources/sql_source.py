@@ -72,6 +72,10 @@ class SQLSource(Source):
         "events": Setting("str", help="table of events"),
         "events_query": Setting("str", help="or a query whose rows are the events"),
         "fetch_size": Setting("int", default=5000, minimum=1, help="rows fetched at a time"),
+        "events_overlap": Setting("duration", default=timedelta(minutes=10),
+                                  help="an event-only run reads the events of this long before "
+                                       "the last one it read again, for rows committed late "
+                                       "with an earlier time (dedupe keys make them harmless)"),
         **MAPPING_SETTINGS,
     }
 
@@ -386,6 +390,9 @@ class SQLSource(Source):
         for row in self._event_rows(types, since, cursor if not overlap else None, report,
                                     ordered=True):
             yield Event(row.id, row.customer_id, row.type, row.time, self.event_attributes(row.cells))
+
+    def events_overlap(self) -> timedelta:
+        return self.config.get("events_overlap", timedelta(minutes=10))
 
     def event_attributes(self, cells: list[str]) -> dict[str, Any]:
         """The attributes of an event's cells (empty ones left out)."""
