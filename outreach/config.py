@@ -866,8 +866,27 @@ def sample_variables(campaign: Campaign, tz: ZoneInfo, now: datetime | None = No
         variables.update(plugins.template_context(Customer(**fields), campaign.name))
     variables["customer"] = SampleRecord(customer, known_customer)
     for name, value in campaign.rule.sample_variables(now, campaign.sample).items():
+        if name == "event" and _reads_feedback(campaign, now):
+            # A feedback answer (outreach serve) has these fields, whatever the source's columns.
+            value = {**FEEDBACK_SAMPLE, **value}
+            variables[name] = SampleRecord(value, None if known_event is None
+                                           else known_event | set(FEEDBACK_SAMPLE))
+            continue
         variables[name] = SampleRecord(value, known_event) if name == "event" else value
     return variables
+
+
+#: The fields of a ``feedback`` event (outreach serve's feedback page), as a sample shows them.
+FEEDBACK_SAMPLE = {"rating": 2, "comment": "The bread was cold.", "message": "sample:key",
+                   "campaign": "feedback"}
+
+
+def _reads_feedback(campaign: Campaign, now: datetime) -> bool:
+    try:
+        needs = campaign.rule.event_needs(now)
+    except Exception:  # noqa: BLE001 - a rule that cannot say reads whatever it reads
+        return False
+    return bool(needs) and "feedback" in needs.types
 
 
 class SampleRecord(dict):

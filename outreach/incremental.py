@@ -39,7 +39,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Sequence, cast
 
-from outreach import consent as consent_mod
 from outreach.audience import Customer, Event, EventCursor, Profile, Source
 
 if TYPE_CHECKING:
@@ -183,6 +182,10 @@ def _run(planner: "Planner", due: Sequence[tuple["Campaign", datetime | None]], 
                 events.setdefault(event.customer_id, []).append(event)
         if not held_back:
             last = after
+    # Events customers made through outreach (a feedback rating) are in the ledger, not in the
+    # source's stream: read within the rules' window (a second read plans nothing twice).
+    for event in planner.own_events(types, since):
+        events.setdefault(event.customer_id, []).append(event)
     for evs in events.values():
         evs.sort(key=lambda e: e.time)
     wanted = list(dict.fromkeys([*events, *waiting]))
@@ -208,9 +211,7 @@ def _run(planner: "Planner", due: Sequence[tuple["Campaign", datetime | None]], 
     planner.ledger = cast("Ledger", held)
     try:
         for n, customers in enumerate(batches, 1):
-            # What customers changed through outreach outranks the export here too (outreach.consent).
-            planner._left = consent_mod.apply(customers, ledger.consent_overrides(
-                [c.id for c in customers]))
+            planner.consent_changes(customers)  # before the re-check and the policy chain
             recheck.batch(customers, planner._left)
             profiles = [Profile(c, events[c.id]) for c in customers if c.id in events]
             if profiles:

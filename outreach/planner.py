@@ -269,13 +269,25 @@ class Planner:
         if self.shard is not None:
             customers = self.shard.only(customers, _customer_id)
         for batch in _batches(customers, self.project.batch_size):
-            # What customers changed through outreach outranks the export (outreach.consent).
-            self._left = consent_mod.apply(batch, self.ledger.consent_overrides(
-                [c.id for c in batch]))
+            self.consent_changes(batch)
             yield batch
             seen += len(batch)
             if self.progress:
                 self.progress(seen, total if total is None else max(total, seen))
+
+    def consent_changes(self, batch: Sequence[Customer]) -> None:
+        """Apply what these customers changed through outreach, which outranks the export
+        (outreach.consent): before the re-check and the policy chain see the batch."""
+        self._left = consent_mod.apply(batch, self.ledger.consent_overrides([c.id for c in batch]))
+
+    def own_events(self, types: Iterable[str], since: datetime | None) -> Iterator[Event]:
+        """The events customers made through outreach (a feedback rating), stored in the ledger,
+        of these types and not before ``since``; none from after the run's ``now``."""
+        for eid, cid, etype, at, attrs in self.ledger.customer_events(
+                types, None if since is None else epoch(since)):
+            when = datetime.fromtimestamp(at, tz=timezone.utc)
+            if when <= self.now:
+                yield Event(eid, cid, etype, when, attrs)
 
     def _row_problem(self, problem: RowProblem) -> None:
         self.report.add_row_problem(str(problem))
@@ -323,15 +335,14 @@ class Planner:
                     if etype in types and (event_since is None or when >= event_since):
                         events.setdefault(cid, []).append(event)
             # Events customers made through outreach (a feedback rating), read like the source's.
-            for eid, cid, etype, at, attrs in self.ledger.customer_events(
-                    wanted, None if since is None else epoch(since)):
-                when = datetime.fromtimestamp(at, tz=timezone.utc)
-                if when > now or (owns is not None and not owns(cid)):
+            for event in self.own_events(wanted, since):
+                cid, etype, when = event.customer_id, event.type, event.time
+                if owns is not None and not owns(cid):
                     continue
                 if etype in latest_types:
                     latest.add(cid, etype, when)
                 if etype in types and (event_since is None or when >= event_since):
-                    events.setdefault(cid, []).append(Event(eid, cid, etype, when, attrs))
+                    events.setdefault(cid, []).append(event)
         except BaseException:
             latest.close()  # its temporary file, when it spilled to one
             raise

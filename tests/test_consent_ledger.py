@@ -249,3 +249,38 @@ def test_outreach_consent_shows_the_history(sqlite_project):
          "action": "withdrawn", "source": "preferences", "evidence": ""}]
     assert data["own_cap"] == {"max": 1, "per_seconds": 30 * 86400}
     assert p.cli("consent").code == 2  # --customer is required
+
+
+# ---------------------------------------------------------------------------------- incremental runs
+def test_an_incremental_run_honours_consent_changes_and_reads_feedback_events(project):
+    """A run that reads only the new events (outreach.incremental) applies the ledger's consent
+    changes to the customers it looks up, and reads feedback answers from the ledger."""
+    p = project
+    p.configure(quiet_hours=QUIET)
+    p.customers(ANI + "\n" + TALIN)
+    p.events("e1,c1,purchase,2026-11-24T22:50:00-08:00\ne2,c2,purchase,2026-11-24T22:50:00-08:00")
+    p.campaign("thanks-sms", thanks("sms"))
+    p.campaign("sorry", 'rule = "apology"\nchannels = ["email"]\n[params]\nevents = ["feedback"]\n'
+               'max_rating = 2\n[email]\nsubject = "Sorry"\nbody = "You said {{ event.comment }}"\n')
+    first = p.run(NIGHT)
+    assert first.planning["mode"] == "full"
+    change(p, "c1", consent="sms", action="withdrawn", source="stop", evidence="SM9")
+    led = p.ledger()
+    try:
+        at = epoch(parse_now("2026-11-25T07:00", p.load().tz))
+        led.record_customer_event("feedback:m1", "c2", "feedback", at,
+                                  {"rating": 1, "comment": "cold bread"})
+        led.record_customer_event("feedback:m2", "c1", "feedback", at,
+                                  {"rating": 5, "comment": "lovely"})
+    finally:
+        led.close()
+
+    report = p.run(MORNING)
+
+    assert report.planning["mode"] == "incremental"
+    assert [m["key"] for m in p.outbox("sms")] == ["thanks-sms:e2"]  # Ani's waiting SMS withdrawn
+    errors = {m["key"]: m["error"] for m in p.messages() if m["state"] == "failed"}
+    assert errors == {"thanks-sms:e1": "consent for sms was withdrawn after it was planned"}
+    [sorry] = p.outbox("email")
+    assert (sorry["key"], sorry["customer"]) == ("sorry:feedback:m1", "c2")
+    assert "cold bread" in sorry["body"]
