@@ -116,11 +116,11 @@ def build(url: str, n: int, days: int) -> None:
                         ("spamreport", "i % 5 <> 0 AND i % 2000 = 4", 0)):
                     conn.execute(text(
                         "INSERT INTO delivery_events (message_key, provider, provider_event_id, kind, "
-                        "detail, machine_open, occurred_at, received_at) "
+                        "detail, machine_open, occurred_at, received_at, settled) "
                         f"SELECT 'k' {cat} CAST(i AS VARCHAR(20)), "
                         "CASE WHEN i % 5 = 0 THEN 'twilio' ELSE 'sendgrid' END, "
                         f"'{kind}{machine}-' {cat} CAST(i AS VARCHAR(20)), '{kind}', '', {machine}, "
-                        f"{at} + 60, {at} + 61 FROM {s} q "
+                        f"{at} + 60, {at} + 61, 0 FROM {s} q "
                         f"WHERE {where} AND NOT (i % 50 = 1 OR i % 97 = 2 OR i % 31 = 3)"))
             print(f"  built {hi:,} messages ({time.perf_counter() - t0:.0f} s)", flush=True)
         with ledger.engine.begin() as conn:

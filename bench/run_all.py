@@ -26,6 +26,7 @@ COMMANDS = [
     ("dispatch_twilio.py", ["--messages", "20000", "--concurrency", "64"]),
     ("dispatch_sendgrid.py", ["--messages", "100000", "--concurrency", "4"]),
     ("versus_loop.py", ["--messages", "2000", "--concurrency", "64"]),
+    ("webhooks.py", ["--events", "10000", "--batch", "200", "--inbound", "1000"]),
 ]
 
 

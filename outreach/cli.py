@@ -609,12 +609,16 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
     try:
         rows = ledger.customer_messages(customer_id)
         refusals = ledger.customer_skips(customer_id)
+        outcomes = ledger.delivery_events_for([r["key"] for r in rows])
         items = []
         for r in rows:
             item = {k: r[k] for k in ("key", "campaign", "variant", "channel", "address", "state",
                                       "attempts", "provider_id", "segments", "error")}
             item["planned_for"] = from_epoch(r["not_before"]).isoformat()
             item["sent_at"] = from_epoch(r["sent_at"]).isoformat() if r["sent_at"] else None
+            # What the provider reported afterwards (outreach serve's webhooks).
+            item["deliveries"] = [{**d, "occurred_at": from_epoch(d["occurred_at"]).isoformat()}
+                                  for d in outcomes.get(r["key"], [])]
             if render:
                 variables = json.loads(r["variables"])
                 cfg = project.channels.get(r["channel"])
@@ -647,6 +651,11 @@ def history(state: _State, customer_id: str, render: bool, as_json: bool) -> Non
         out.print(f"to {item['address']}, planned for {_shown(item['planned_for'], project.tz)}"
                   + (f", sent {_shown(item['sent_at'], project.tz)}" if item["sent_at"] else "")
                   + (f" — {item['error']}" if item["error"] else ""), markup=False)
+        for d in item["deliveries"]:
+            out.print(f"  {d['occurred_at']} {d['provider']} {d['kind']}"
+                      + (" (machine open)" if d["machine_open"] else "")
+                      + (f": {d['detail']}" if d["detail"] else "")
+                      + (" — settled an unknown outcome" if d["settled"] else ""), markup=False)
         for name, value in (item.get("content") or {}).items():
             out.print(f"[bold]{name}[/bold]")
             out.print(value, markup=False)
@@ -939,6 +948,7 @@ def status(state: _State, as_json: bool) -> None:
         problems = ledger.problems()
         # Messages the dispatcher held back at sending (their reason says so; outreach.dispatch).
         held = ledger.deferred_count(QUIET_WAIT)
+        evidence = ledger.evidence_counts()
         if not ledger.is_sqlite:
             from outreach.workers.status import workers_status
 
@@ -954,12 +964,23 @@ def status(state: _State, as_json: bool) -> None:
               "stopped_channels": (r["summary"] or {}).get("stopped_channels") or [],
               "held_for_quiet_hours": (r["summary"] or {}).get("held_for_quiet_hours", 0)}
              for r in runs]
+    # Unknown outcomes a provider's event (outreach serve) settled as sent, and those still left
+    # to an operator (`outreach resend --unknown`).
+    unknowns = {"settled_by_evidence": evidence["settled"], "need_an_operator": states["unknown"]}
     if as_json:
         _emit_json({"states": states, "problems": problems, "runs": shown,
                     "held_for_quiet_hours": held,
+                    "unknown_outcomes": unknowns, "unmatched_provider_events": evidence["unmatched"],
                     **({"workers": scale} if scale is not None else {})})
         return
     out.print("messages: " + ", ".join(f"{k} {v}" for k, v in states.items()), markup=False)
+    if unknowns["settled_by_evidence"] or unknowns["need_an_operator"]:
+        out.print(f"unknown outcomes: {unknowns['settled_by_evidence']} settled as sent by provider "
+                  f"evidence, {unknowns['need_an_operator']} still need an operator "
+                  "(outreach resend --unknown)", markup=False)
+    if evidence["unmatched"]:
+        out.print(f"provider events naming no message of this ledger: {evidence['unmatched']}",
+                  markup=False)
     if scale is not None:
         from outreach.workers.status import print_status
 

@@ -131,25 +131,6 @@ skips = Table(
     Index("ix_skips_customer", "customer_id"),
 )
 
-# ---------------------------------------------------------------- delivery_events (written by outreach serve)
-# What the providers later said about each message (webhooks of SendGrid, status callbacks of
-# Twilio), one row per provider event. `outreach report` reads its outcomes from here.
-delivery_events = Table(
-    "delivery_events", metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("message_key", String(255)),  # the message's key; None when it cannot be matched
-    Column("provider", String(16), nullable=False),  # "sendgrid" or "twilio"
-    Column("provider_event_id", String(255), nullable=False, unique=True),
-    # SendGrid's event names (processed, delivered, deferred, bounce, dropped, open, click,
-    # spamreport, unsubscribe, group_unsubscribe, group_resubscribe), Twilio's statuses (queued,
-    # sent, delivered, undelivered, failed), and inbound_stop / inbound_start.
-    Column("kind", String(32), nullable=False),
-    Column("detail", Text),
-    Column("machine_open", Integer, nullable=False, default=0),  # 1: an open by a mail privacy proxy
-    Column("occurred_at", BigInteger, nullable=False),
-    Column("received_at", BigInteger, nullable=False),
-)
-
 runs = Table(
     "runs", metadata,
     Column("id", String(64), primary_key=True),
@@ -1479,6 +1460,267 @@ class Ledger:
                                 .where(messages.c.state == "unknown").order_by(messages.c.id)).all()
         return [dict(r._mapping) for r in rows]
 
+    # ------------------------------------------------------------------ delivery events (providers)
+    def record_delivery_events(self, events: Sequence[Mapping[str, Any]], *,
+                               suppress: Sequence[tuple[str, str, str, str, str]] = (),
+                               consent: Sequence[ConsentByEvent] = (),
+                               consent_keys: Mapping[str, str] | None = None) -> DeliveryBatch:
+        """Record a provider's events (one webhook request) in ONE transaction, set-wise.
+
+        Each event has ``provider``, ``provider_event_id``, ``kind``, ``occurred_at`` and
+        optionally ``message_key``, ``detail``, ``machine_open``; ``suppress`` holds
+        ``(provider_event_id, kind, address, reason, source)`` for the events that suppress an
+        address, and ``consent`` the consent changes events make (an unsubscribe, a STOP), for
+        the customer named or else the customer of the event's message, on the consent key named
+        or else ``consent_keys[message channel]``. The message keys are looked up in one statement; events are inserted with ON
+        CONFLICT DO NOTHING on ``provider_event_id``, so an event the provider redelivers changes
+        nothing: its suppression is not repeated and it settles nothing. An event for a message
+        whose outcome is ``unknown`` is the provider's evidence that it received the message,
+        which settles it as ``sent`` (the event is marked ``settled``). A key the ledger does not
+        know is kept as unmatched (``message_key`` NULL, the key in ``detail``).
+
+        Returns the matched messages (key -> customer id, channel, address), the new event ids,
+        and the counts. Any database error propagates after the transaction rolled back, so a
+        provider told to retry loses nothing: suppressions and consent changes are written in the
+        same transaction as their events, only for events recorded for the first time.
+        """
+        received = t = wall_clock()
+        keys = sorted({e["message_key"] for e in events if e.get("message_key")})
+        with self.engine.begin() as conn:
+            found: dict[str, tuple[str, str, str, str]] = {}
+            for key, cid, channel, address, state in self._in_rows(
+                    conn, "SELECT key, customer_id, channel, address, state FROM messages "
+                    "WHERE key {IN}", keys):
+                found[key] = (cid, channel, address, state)
+            rows, seen = [], set()
+            unmatched = 0
+            for e in events:
+                eid = str(e["provider_event_id"])[:255]
+                if eid in seen:  # the same event twice in one request: one row
+                    continue
+                seen.add(eid)
+                key = e.get("message_key") or None
+                detail = e.get("detail") or ""
+                if key is not None and key not in found:
+                    detail = (f"unmatched key {key}" + (f"; {detail}" if detail else ""))
+                    key = None
+                    unmatched += 1
+                elif key is None and not e["kind"].startswith("inbound_"):
+                    unmatched += 1
+                rows.append({"message_key": key, "provider": e["provider"],
+                             "provider_event_id": eid, "kind": e["kind"],
+                             "detail": detail[:1000], "machine_open": int(bool(e.get("machine_open"))),
+                             "occurred_at": int(e.get("occurred_at") or received),
+                             "received_at": received, "settled": 0})
+            new = self._insert_delivery_events(conn, rows)
+            # Unknown outcomes settled by evidence: the first new event per unknown message.
+            settling: dict[str, str] = {}
+            for r in rows:
+                key = r["message_key"]
+                if (key is not None and r["provider_event_id"] in new
+                        and found[key][3] == "unknown" and key not in settling):
+                    settling[key] = r["provider_event_id"]
+            if settling:
+                by_key = {r["provider_event_id"]: r for r in rows}
+                params = [{"k": key, "t": t, "err": f"{SETTLED_BY_EVIDENCE}{by_key[eid]['provider']} "
+                           f"{by_key[eid]['kind']} ({eid})"[:1000]}
+                          for key, eid in settling.items()]
+                conn.exec_driver_sql(self._paramstyle(
+                    "UPDATE messages SET state = 'sent', error = :err, sent_at = COALESCE(sent_at, :t), "
+                    "claim_owner = NULL, claim_expires = NULL, updated_at = :t "
+                    "WHERE key = :k AND state = 'unknown'"), params)
+                conn.exec_driver_sql(self._paramstyle(
+                    "UPDATE delivery_events SET settled = 1 WHERE provider_event_id = :e"),
+                    [{"e": eid} for eid in settling.values()])
+            blocks = [{"kind": kind, "address": address, "reason": reason[:1000],
+                       "source": source, "created_at": t}
+                      for eid, kind, address, reason, source in suppress if eid in new]
+            if blocks:
+                conn.exec_driver_sql(self._paramstyle(
+                    "INSERT INTO suppressions (kind, address, reason, source, created_at) "
+                    "VALUES (:kind, :address, :reason, :source, :created_at) "
+                    "ON CONFLICT (kind, address) DO NOTHING"), blocks)
+            changes = []
+            for c in consent:
+                if c.event_id not in new:
+                    continue
+                message = found.get(c.message_key or "")
+                customer = c.customer_id or (message[0] if message else None)
+                key = c.consent or (consent_keys or {}).get(message[1] if message else "")
+                if customer and key:
+                    changes.append(_consent_row(customer, key, c.action, c.source, c.evidence,
+                                                c.at))
+            if changes:
+                conn.exec_driver_sql(self._paramstyle(_CONSENT_INSERT), changes)
+        return DeliveryBatch(
+            matched={k: v[:3] for k, v in found.items()}, new=frozenset(new),
+            received=len(rows), duplicates=len(rows) - len(new), unmatched=unmatched,
+            settled=len(settling), consent_changes=len(changes))
+
+    def _insert_delivery_events(self, conn, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert ``rows`` (ON CONFLICT DO NOTHING on the event id); the ids that were new.
+
+        The whole request goes as ONE statement with ONE parameter, a JSON array of rows read by
+        json_each (SQLite) or jsonb_array_elements (PostgreSQL), with RETURNING: SQLAlchemy would
+        compile a multi-row VALUES anew for every request, at about 0.5 ms a row.
+        """
+        if not rows:
+            return set()
+        payload = json.dumps([[r[c] for c in _EVENT_COLUMNS] for r in rows])
+        cols = ", ".join(_EVENT_COLUMNS)
+        if not self.is_sqlite:
+            picks = ", ".join(f"CAST(r->>{i} AS {'BIGINT' if c in _EVENT_NUMBERS else 'TEXT'})"
+                              for i, c in enumerate(_EVENT_COLUMNS))
+            sql = (f"INSERT INTO delivery_events ({cols}) SELECT {picks} FROM "
+                   "jsonb_array_elements(CAST(%(rows)s AS jsonb)) AS r "
+                   "ON CONFLICT (provider_event_id) DO NOTHING RETURNING provider_event_id")
+            return {r[0] for r in conn.exec_driver_sql(sql, {"rows": payload})}
+        if _sqlite_has_json(conn):
+            picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_EVENT_COLUMNS)))
+            # "WHERE true": SQLite's grammar needs it between a SELECT and ON CONFLICT.
+            sql = (f"INSERT INTO delivery_events ({cols}) SELECT {picks} FROM json_each(?) "
+                   "WHERE true ON CONFLICT (provider_event_id) DO NOTHING "
+                   "RETURNING provider_event_id")
+            return {r[0] for r in _sqlite3_of(conn).execute(sql, (payload,)).fetchall()}
+        new: set[str] = set()
+        for part in _chunks(rows, 500):  # a SQLite without JSON: the slow, compiled way
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = (sqlite_insert(delivery_events).values(list(part))
+                    .on_conflict_do_nothing(index_elements=["provider_event_id"])
+                    .returning(delivery_events.c.provider_event_id))
+            new.update(r[0] for r in conn.execute(stmt))
+        return new
+
+    def customers_at(self, address: str, channels: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(customer id, channel, latest message key) of everyone the ledger has written to at
+        ``address`` on these channels (who a STOP from that number speaks for).
+
+        Phone numbers only (``ix_messages_phone``, a partial index of SMS rows).
+        """
+        if not channels:
+            return []
+        params: dict[str, Any] = {"a": address}
+        phones = _PHONE_ROWS if self.is_sqlite else _PHONE_ROWS.replace("%", "%%")  # pyformat
+        sql = ("SELECT customer_id, channel, key FROM messages WHERE id IN (SELECT MAX(id) "
+               "FROM messages WHERE address = :a AND " + phones + " AND channel IN ("
+               + _marks("ch", list(channels), params) + ") GROUP BY customer_id, channel)")
+        with self.reader.connect() as conn:
+            found = conn.exec_driver_sql(self._paramstyle(sql), params).all()
+        return sorted((cid, channel, key) for cid, channel, key in found)
+
+    def suppression_source(self, kind: str, address: str) -> str | None:
+        """Who put an address on the suppression list (None: it is not there)."""
+        with self.reader.connect() as conn:
+            return conn.execute(select(suppressions.c.source).where(
+                suppressions.c.kind == kind, suppressions.c.address == address)).scalar()
+
+    def delivery_events_for(self, keys: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """message key -> its provider events, oldest first (for ``outreach history``)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for key, provider, kind, detail, machine, occurred, settled in self._in_query(
+                "SELECT message_key, provider, kind, detail, machine_open, occurred_at, settled "
+                "FROM delivery_events WHERE message_key {IN} ORDER BY occurred_at, id", list(keys)):
+            out.setdefault(key, []).append({"provider": provider, "kind": kind, "detail": detail,
+                                            "machine_open": bool(machine),
+                                            "occurred_at": int(occurred), "settled": bool(settled)})
+        return out
+
+    def evidence_counts(self) -> dict[str, int]:
+        """How many unknown outcomes provider events settled, and how many provider events named
+        a message this ledger does not know (``outreach status``)."""
+        with self.reader.connect() as conn:
+            settled = conn.execute(select(func.count()).select_from(delivery_events)
+                                   .where(delivery_events.c.settled == 1)).scalar_one()
+            unmatched = conn.execute(select(func.count()).select_from(delivery_events).where(
+                delivery_events.c.message_key.is_(None),
+                delivery_events.c.kind.notin_(("inbound_stop", "inbound_start")))).scalar_one()
+        return {"settled": int(settled), "unmatched": int(unmatched)}
+
+
+# ---------------------------------------------------------------------- delivery events (providers)
+# Written by ``outreach serve``'s provider webhooks (outreach.serve.providers): what SendGrid and
+# Twilio said happened to each message after it left, and the SMS keywords customers sent back.
+# Read by ``outreach history``, ``outreach status`` and the delivery report.
+
+delivery_events = Table(
+    "delivery_events", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("message_key", String(255)),  # NULL: no message of this ledger (unmatched)
+    Column("provider", String(16), nullable=False),  # "sendgrid" or "twilio"
+    # SendGrid's sg_event_id; Twilio's MessageSid:status, or inbound:MessageSid for a keyword.
+    Column("provider_event_id", String(255), nullable=False, unique=True),
+    # SendGrid's event name (delivered, bounce, open...), Twilio's status (sent, delivered,
+    # failed...), or inbound_stop / inbound_start.
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False, default=""),  # bounce type and reason, url, ErrorCode
+    Column("machine_open", Integer, nullable=False, default=0),  # an open by a mail privacy proxy
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("settled", Integer, nullable=False, default=0),  # 1: it settled an unknown outcome
+    Index("ix_delivery_events_message", "message_key"),
+)
+
+#: Who a phone number is (an inbound STOP names only the number): partial, so only SMS rows pay
+#: for it on insert (phone numbers are stored in E.164, and only they start with "+"). A query
+#: must repeat the condition, word for word, for the index to be used.
+_PHONE_ROWS = "address LIKE '+%'"
+ix_messages_phone = Index("ix_messages_phone", messages.c.address,
+                          sqlite_where=text(_PHONE_ROWS), postgresql_where=text(_PHONE_ROWS))
+
+#: The ``error`` text of a message whose unknown outcome a provider's event settled as sent.
+SETTLED_BY_EVIDENCE = "outcome was unknown; settled as sent by provider evidence: "
+
+
+@dataclass(frozen=True)
+class DeliveryBatch:
+    """What :meth:`Ledger.record_delivery_events` did with one request's events."""
+
+    #: message key -> (customer id, channel, address), for the keys the ledger knows.
+    matched: Mapping[str, tuple[str, str, str]]
+    #: provider event ids recorded for the first time (the rest were redeliveries).
+    new: frozenset[str]
+    received: int
+    duplicates: int
+    unmatched: int
+    settled: int
+    consent_changes: int = 0
+
+
+@dataclass(frozen=True)
+class ConsentByEvent:
+    """A consent change a provider's event makes (see :meth:`Ledger.record_delivery_events`)."""
+
+    event_id: str
+    action: str  # "withdrawn" or "granted"
+    source: str
+    evidence: str
+    at: int
+    message_key: str | None = None
+    customer_id: str | None = None
+    consent: str | None = None
+
+
+#: The row :meth:`Ledger.record_consent_change` writes, written here with a webhook's events in
+#: their transaction; the same dedupe hash, so either way one piece of evidence is one change.
+_CONSENT_INSERT = ("INSERT INTO consent_changes (customer_id, consent, category, action, source, "
+                   "evidence, created_at, dedupe) VALUES (:customer_id, :consent, NULL, :action, "
+                   ":source, :evidence, :created_at, :dedupe) ON CONFLICT (dedupe) DO NOTHING")
+
+
+def _consent_row(customer_id: str, consent: str, action: str, source: str, evidence: str,
+                 at: int) -> dict[str, Any]:
+    dedupe = hashlib.sha256("\x1f".join(
+        (customer_id, consent, "", action, evidence)).encode()).hexdigest()
+    return {"customer_id": customer_id, "consent": consent, "action": action, "source": source,
+            "evidence": evidence[:255], "created_at": int(at), "dedupe": dedupe}
+
+
+#: The columns :meth:`Ledger._insert_delivery_events` writes, in order, and the numeric ones.
+_EVENT_COLUMNS = ("message_key", "provider", "provider_event_id", "kind", "detail",
+                  "machine_open", "occurred_at", "received_at", "settled")
+_EVENT_NUMBERS = frozenset({"machine_open", "occurred_at", "received_at", "settled"})
+
 
 def _withdrawn(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str, str, str]]:
     """(key, campaign, customer id, channel) rows, in one order whatever the database's."""
@@ -1511,6 +1753,7 @@ def _migrate(conn) -> None:
     ready.create(conn, checkfirst=True)
     _add_stopped_by(conn)
     _add_columns(conn)
+    ix_messages_phone.create(conn, checkfirst=True)  # outreach serve's inbound SMS
     if conn.dialect.name == "sqlite":
         conn.execute(text("DROP INDEX IF EXISTS ix_messages_due"))
         return
@@ -1664,4 +1907,4 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     return engine
 
 
-__all__ = ["Ledger", "Claimed", "FailedSelection", "STATES", "epoch", "from_epoch", "wall_clock", "OperationalError"]
+__all__ = ["Ledger", "Claimed", "ConsentByEvent", "DeliveryBatch", "FailedSelection", "STATES", "epoch", "from_epoch", "wall_clock", "OperationalError"]

@@ -50,6 +50,7 @@ def test_generate_writes_a_complete_project(tmp_path):
     ("dispatch_sendgrid.py", []),
     ("versus_loop.py", []),
     ("report.py", []),
+    ("webhooks.py", []),
 ])
 def test_bench_command_prints_its_figure(script, extra, tmp_path):
     args = [str(BENCH / script), "--small", *extra]

@@ -364,3 +364,19 @@ def test_the_sql_source_reads_rows_after_its_cursor(sqlite_project, sql_url):
     assert third.planning == {"mode": "incremental", "events": 3, "customers": 3}
     assert third.campaigns["thanks"].already_planned == 2
     assert keys(p) == {"thanks:e1": 1, "thanks:e2": 1, "thanks:e0": 1, "thanks:e3": 1}
+
+
+def test_an_incremental_run_honours_consent_changed_through_outreach(shop):
+    """A customer who unsubscribed through outreach (the consent ledger) is not planned by an
+    event-only run either, though the export still says yes."""
+    shop.run("2026-11-24T10:00")
+    led = shop.ledger()
+    try:
+        led.record_consent_change("c2", consent="email", action="withdrawn", source="sendgrid",
+                                  evidence="sendgrid:u-1", at=1_790_000_000)
+    finally:
+        led.close()
+    append(shop, "e2,c2,purchase,2026-11-24T10:01")
+    second = shop.run("2026-11-24T10:05")
+    assert second.planning["mode"] == "incremental"
+    assert keys(shop) == {"thanks:e1": 1}

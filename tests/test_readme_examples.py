@@ -144,6 +144,31 @@ def test_root_serve_table_validates_and_the_app_serves_every_route_it_names(tmp_
         assert path.replace("{token}", "TOKEN") in section
 
 
+def test_root_provider_webhook_addresses_are_routes_of_the_app(tmp_path):
+    """The addresses the Provider webhooks part says to paste are public_url followed by a route
+    the application really serves, with POST."""
+    project_with(tmp_path, 'timezone = "UTC"\n[audience]\ncustomers = "data/customers.csv"\n'
+                 '[channels.email]\nplugin = "outbox-email"\npath = "outbox"\n' + _serve_block())
+    project = validates(tmp_path)
+    from outreach.ledger import Ledger
+    from outreach.serve.app import create_app, settings_of
+    from outreach.serve.context import ServeContext
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        app = create_app(ServeContext(project, ledger, settings_of(project)))
+        served = {(r.method, r.resource.canonical) for r in app.router.routes()
+                  if r.resource is not None}
+    finally:
+        ledger.close()
+    urls = [line.split()[-1] for line in block("README.md", "SendGrid  Settings").splitlines()]
+    assert len(urls) == 3
+    for url in urls:
+        assert url.startswith(project.serve.public_url + "/")
+        path = url[len(project.serve.public_url):].replace("TOKEN", "{token}")
+        assert ("POST", path) in served, path
+
+
 def test_root_systemd_unit_and_nginx_site_fit_together():
     """The unit runs a valid `outreach serve` command line; nginx proxies the path of
     public_url to the port the unit listens on and accepts the bodies max_body accepts."""
@@ -299,7 +324,7 @@ CHECKED: dict[str, list[str]] = {
                   "# /etc/systemd/system/outreach-serve.service",
                   "# /etc/nginx/conf.d/outreach.conf",
                   "outreach report --since", 'name = "spring-sale"',
-                  "# outreach_no_contact/__init__.py"],
+                  "# outreach_no_contact/__init__.py", "SendGrid  Settings"],
     "plugins/outreach-sendgrid/README.md": ["pip install outreach-sendgrid", "[channels.email]",
                                             "from outreach.settings import Secret",
                                             'pip install -e "plugins/outreach-sendgrid[test]"'],

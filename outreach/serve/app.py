@@ -37,7 +37,7 @@ log = logging.getLogger("outreach.serve")
 CONTEXT = web.AppKey("outreach_context", ServeContext)
 
 #: Path segments that are tokens or provider secrets: the access log shows ``…`` instead.
-_TOKEN_PATH = re.compile(r"^(/[uf]/)[^/?]+")
+_TOKEN_PATH = re.compile(r"^(/[uf]/|/webhooks/twilio/status/)[^/?]+")
 
 
 def settings_of(project: Project) -> ServeSettings:

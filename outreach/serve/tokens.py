@@ -27,6 +27,8 @@ from urllib.parse import quote
 #: The purposes a token is signed for.
 UNSUBSCRIBE = "u"
 FEEDBACK = "f"
+#: A provider's delivery-status callback for one message (outreach.serve.twilio_callbacks).
+STATUS = "s"
 _VERSION = 1
 #: A token longer than this is refused before any work (a message key is at most 255 characters).
 MAX_TOKEN = 1024
@@ -113,6 +115,10 @@ def links(public_url: str, secret: bytes, customer_id: str, key: str, consent: s
     base = public_url.rstrip("/")
     unsub = make(secret, Token(UNSUBSCRIBE, customer_id, key, consent=consent))
     feedback = make(secret, Token(FEEDBACK, customer_id, key))
+    status = make(secret, Token(STATUS, customer_id, key))
     return {"unsubscribe_url": f"{base}/u/{quote(unsub)}",
+            # Where an SMS provider reports this message's delivery (the Twilio channel sets it
+            # as the message's status_callback): the evidence that settles an unknown outcome.
+            "status_callback_url": f"{base}/webhooks/twilio/status/{quote(status)}",
             "preferences_url": f"{base}/u/{quote(unsub)}",
             "feedback_url": f"{base}/f/{quote(feedback)}"}

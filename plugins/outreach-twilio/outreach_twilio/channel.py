@@ -65,6 +65,9 @@ SUPPRESS_CODES: Mapping[int, str] = {
     21610: "recipient replied STOP",
     21211: "not a valid phone number",
     21614: "not a mobile number",
+    # Reported later, by a status callback (outreach serve), for a message Twilio accepted:
+    30005: "the number does not exist",
+    30006: "a landline or a carrier that cannot receive SMS",
 }
 #: Twilio's own "Too Many Requests" code (it comes with HTTP 429).
 RATE_LIMITED = 20429
@@ -186,7 +189,9 @@ class TwilioSMS(Channel):
                                            "exactly one of from_number, messaging_service_sid"),
         "messaging_service_sid": Setting("str", help="messaging service (MG...) Twilio picks the "
                                                      "sender from; exactly one of the two"),
-        "status_callback": Setting("str", help="https URL Twilio posts delivery status to"),
+        "status_callback": Setting("str", help="https URL Twilio posts delivery status to "
+                                               "(with [serve], each message gets outreach "
+                                               "serve's own signed one instead)"),
         "api_base": Setting("str", help="send to this base URL instead of https://api.twilio.com "
                                         "(a local test server)"),
     }
@@ -315,8 +320,12 @@ class TwilioSMS(Channel):
             params["from_"] = self.config["from_number"]
         else:
             params["messaging_service_sid"] = self.config["messaging_service_sid"]
-        if self.config.get("status_callback"):
-            params["status_callback"] = self.config["status_callback"]
+        # With [serve], each message carries its own signed callback (outreach serve records the
+        # delivery and settles an unknown outcome by it); otherwise the configured one, if any.
+        callback = (message.variables.get("status_callback_url") if self.links_served else None
+                    ) or self.config.get("status_callback")
+        if callback:
+            params["status_callback"] = callback
         client = self._client()
         # The SDK's and aiohttp's exceptions may hold the request URL, and so the Account SID: the
         # error raised is built from them but raised outside the handler, so it chains to none.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import pytest
 
@@ -74,6 +75,29 @@ def test_status_callback_is_passed(twilio, make_channel, sms):
 
     assert twilio.messages[0].status_callback == "https://hooks.example.com/twilio/status"
     assert twilio.spec_errors == []
+
+
+def test_with_serve_each_message_gets_its_own_status_callback(twilio, make_channel, sms):
+    channel = make_channel(status_callback="https://hooks.example.com/twilio/status")
+    channel.links_served = True  # the deployment has [serve]: the core signs a URL per message
+    own = sms("hello")
+    own = dataclasses.replace(own, variables={
+        "status_callback_url": "https://shop.example/webhooks/twilio/status/abc.def"})
+
+    channel.send([own, sms("no url given")])
+
+    assert [m.status_callback for m in twilio.messages] == [
+        "https://shop.example/webhooks/twilio/status/abc.def",
+        "https://hooks.example.com/twilio/status"]
+    assert twilio.spec_errors == []
+
+
+def test_without_serve_a_variable_does_not_set_the_callback(twilio, make_channel, sms):
+    message = dataclasses.replace(sms("hello"), variables={"status_callback_url": "https://x.example/s"})
+
+    make_channel().send([message])
+
+    assert twilio.messages[0].status_callback is None
 
 
 def test_twilio_segment_count_wins_over_the_local_one(sms):
