@@ -432,6 +432,7 @@ class Ledger:
             if not self.is_sqlite:
                 conn.execute(text(SCHEMA_LOCK))
             self.created = not inspect(conn).has_table("messages")
+            _phone_index_where(conn.dialect.name)
             metadata.create_all(conn, checkfirst=True)
             _migrate(conn)
 
@@ -1665,8 +1666,18 @@ delivery_events = Table(
 #: for it on insert (phone numbers are stored in E.164, and only they start with "+"). A query
 #: must repeat the condition, word for word, for the index to be used.
 _PHONE_ROWS = "address LIKE '+%'"
-ix_messages_phone = Index("ix_messages_phone", messages.c.address,
-                          sqlite_where=text(_PHONE_ROWS), postgresql_where=text(_PHONE_ROWS))
+ix_messages_phone = Index("ix_messages_phone", messages.c.address)
+
+
+def _phone_index_where(dialect: str) -> None:
+    """Make ``ix_messages_phone`` partial on ``dialect`` before it is created.
+
+    Set when a ledger opens rather than at import: naming a dialect in an index loads it, and
+    PostgreSQL's costs an SQLite ledger's every run start-up (and the other way round).
+    """
+    if dialect in ("sqlite", "postgresql"):
+        ix_messages_phone.dialect_kwargs[f"{dialect}_where"] = text(_PHONE_ROWS)
+
 
 #: The ``error`` text of a message whose unknown outcome a provider's event settled as sent.
 SETTLED_BY_EVIDENCE = "outcome was unknown; settled as sent by provider evidence: "
