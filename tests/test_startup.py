@@ -44,3 +44,10 @@ def test_a_phone_number_still_loads_its_metadata(tmp_path):
                      "assert normalize('phone', '(503) 555-0104', 'US') == ('+15035550104', None)",
                      tmp_path)
     assert "phonenumbers" in modules
+
+
+def test_loading_the_installed_plugins_does_not_load_aiohttp(tmp_path):
+    # The Twilio channel imports it where it sends: a run that only plans, or sends through
+    # another channel, does not pay for it.
+    modules = loaded("from outreach.plugins import get_plugins\nget_plugins()", tmp_path)
+    assert "aiohttp" not in modules
