@@ -1788,15 +1788,19 @@ def _postgresql_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, future=True)
 
 
+def _message_columns(conn) -> set[str]:
+    """The columns the ledger's ``messages`` table has now (this schema's, on PostgreSQL)."""
+    if conn.dialect.name == "sqlite":
+        return {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
+    return set(conn.execute(text(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
+        "AND table_schema = current_schema()")).scalars())
+
+
 def _add_stopped_by(conn) -> None:
     """Give a ledger made before ``stopped_by`` existed the column, and mark its messages that a
     policy stopped, by the texts earlier versions wrote for them."""
-    if conn.dialect.name == "sqlite":
-        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
-    else:
-        have = set(conn.execute(text(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
-            "AND table_schema = current_schema()")).scalars())
+    have = _message_columns(conn)
     if "stopped_by" in have:
         return
     conn.execute(text("ALTER TABLE messages ADD COLUMN stopped_by VARCHAR(16)"))
@@ -1811,12 +1815,7 @@ def _add_columns(conn) -> None:
     """Give a ledger made before them the nullable columns ``messages.timezone`` (NULL: the
     dispatcher checks quiet hours in the deployment's zone) and ``messages.variant`` (NULL: the
     campaign had no variants)."""
-    if conn.dialect.name == "sqlite":
-        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
-    else:
-        have = set(conn.execute(text(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
-            "AND table_schema = current_schema()")).scalars())
+    have = _message_columns(conn)
     for column in ("timezone", "variant"):
         if column not in have:
             conn.execute(text(f"ALTER TABLE messages ADD COLUMN {column} VARCHAR(64)"))
