@@ -31,7 +31,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import ATEXT as _ATEXT
 
@@ -70,6 +69,8 @@ def _fast_email(raw: str) -> str | None:
 
 def region_problem(region: str) -> str | None:
     """Why ``region`` is not a phone region phonenumbers knows, or None when it is one."""
+    import phonenumbers  # here, not at the top: its metadata costs start-up to runs without phones
+
     if isinstance(region, str) and region.upper() in phonenumbers.SUPPORTED_REGIONS:
         return None
     return f"expected a region code such as \"US\" or \"AM\", got {region!r}"
@@ -103,6 +104,8 @@ def normalize(kind: str, raw: str | None,
     if national and not region:
         return None, (f"invalid phone number {raw!r}: expected E.164 such as +37491234567 (or "
                       "set phone_region in outreach.toml to read national numbers)")
+    import phonenumbers  # only a phone number needs it (see region_problem)
+
     try:
         number = phonenumbers.parse(raw, region.upper() if national and region else None)
     except phonenumbers.NumberParseException:

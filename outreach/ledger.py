@@ -432,6 +432,7 @@ class Ledger:
             if not self.is_sqlite:
                 conn.execute(text(SCHEMA_LOCK))
             self.created = not inspect(conn).has_table("messages")
+            _phone_index_where(conn.dialect.name)
             metadata.create_all(conn, checkfirst=True)
             _migrate(conn)
 
@@ -1665,8 +1666,18 @@ delivery_events = Table(
 #: for it on insert (phone numbers are stored in E.164, and only they start with "+"). A query
 #: must repeat the condition, word for word, for the index to be used.
 _PHONE_ROWS = "address LIKE '+%'"
-ix_messages_phone = Index("ix_messages_phone", messages.c.address,
-                          sqlite_where=text(_PHONE_ROWS), postgresql_where=text(_PHONE_ROWS))
+ix_messages_phone = Index("ix_messages_phone", messages.c.address)
+
+
+def _phone_index_where(dialect: str) -> None:
+    """Make ``ix_messages_phone`` partial on ``dialect`` before it is created.
+
+    Set when a ledger opens rather than at import: naming a dialect in an index loads it, and
+    PostgreSQL's costs an SQLite ledger's every run start-up (and the other way round).
+    """
+    if dialect in ("sqlite", "postgresql"):
+        ix_messages_phone.dialect_kwargs[f"{dialect}_where"] = text(_PHONE_ROWS)
+
 
 #: The ``error`` text of a message whose unknown outcome a provider's event settled as sent.
 SETTLED_BY_EVIDENCE = "outcome was unknown; settled as sent by provider evidence: "
@@ -1777,15 +1788,19 @@ def _postgresql_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, future=True)
 
 
+def _message_columns(conn) -> set[str]:
+    """The columns the ledger's ``messages`` table has now (this schema's, on PostgreSQL)."""
+    if conn.dialect.name == "sqlite":
+        return {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
+    return set(conn.execute(text(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
+        "AND table_schema = current_schema()")).scalars())
+
+
 def _add_stopped_by(conn) -> None:
     """Give a ledger made before ``stopped_by`` existed the column, and mark its messages that a
     policy stopped, by the texts earlier versions wrote for them."""
-    if conn.dialect.name == "sqlite":
-        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
-    else:
-        have = set(conn.execute(text(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
-            "AND table_schema = current_schema()")).scalars())
+    have = _message_columns(conn)
     if "stopped_by" in have:
         return
     conn.execute(text("ALTER TABLE messages ADD COLUMN stopped_by VARCHAR(16)"))
@@ -1800,12 +1815,7 @@ def _add_columns(conn) -> None:
     """Give a ledger made before them the nullable columns ``messages.timezone`` (NULL: the
     dispatcher checks quiet hours in the deployment's zone) and ``messages.variant`` (NULL: the
     campaign had no variants)."""
-    if conn.dialect.name == "sqlite":
-        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(messages)")}
-    else:
-        have = set(conn.execute(text(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
-            "AND table_schema = current_schema()")).scalars())
+    have = _message_columns(conn)
     for column in ("timezone", "variant"):
         if column not in have:
             conn.execute(text(f"ALTER TABLE messages ADD COLUMN {column} VARCHAR(64)"))

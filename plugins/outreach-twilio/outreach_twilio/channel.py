@@ -25,10 +25,9 @@ import logging
 import re
 import ssl
 import threading
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
@@ -53,6 +52,9 @@ from outreach.channel import (
 )
 from outreach.settings import Secret, Setting
 from outreach.sms import count_segments, segment_problems
+
+if TYPE_CHECKING:  # imported where used: aiohttp costs every run's start-up, sending or not
+    import aiohttp
 
 _log = logging.getLogger("outreach_twilio")
 
@@ -117,6 +119,8 @@ class _HttpClient(AsyncHttpClient):
     """
 
     def __init__(self, *, timeout: float, api_base: str | None) -> None:
+        import aiohttp
+
         super().__init__(logger=_log, is_async=True, timeout=timeout)
         self._base = urlsplit(api_base) if api_base else None
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
@@ -135,6 +139,8 @@ class _HttpClient(AsyncHttpClient):
                       headers: Mapping[str, str] | None = None,
                       auth: tuple[str, str] | None = None, timeout: float | None = None,
                       allow_redirects: bool = False) -> Response:
+        import aiohttp
+
         _ANSWER.set(None)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -305,6 +311,8 @@ class TwilioSMS(Channel):
         return out
 
     async def _send_one(self, message: OutgoingMessage) -> Delivery:
+        import aiohttp
+
         body = message.content.get("body", "")
         limit = message.options.get("max_segments")
         # Counted only when needed: for the guard, or when Twilio does not say (gsm0338 encodes
@@ -378,6 +386,8 @@ class TwilioSMS(Channel):
 
     def _classify_network(self, exc: BaseException) -> ChannelError:
         """A request that got no answer: was it sent?"""
+        import aiohttp
+
         host = self._where()
         if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
             # Raised before anything is sent, and never heals.
@@ -436,6 +446,8 @@ def _segments(value: Any) -> int | None:
 def _never_left(exc: BaseException) -> bool:
     """Whether the connection failed before a byte of the request was sent (refused, DNS,
     connect timeout, a TLS certificate refused in the handshake): then it is safe to try again."""
+    import aiohttp
+
     return any(isinstance(e, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
                               ssl.SSLCertVerificationError))
                for e in causes(exc))
