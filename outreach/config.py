@@ -1184,8 +1184,9 @@ def _check_sample(campaign: Campaign, channels: dict[str, ChannelConfig], plugin
                         tmpl.locales[locale] else field_name
                     where = f" ({tmpl.files[own]})" if own in tmpl.files else ""
                     hint = ""
-                    if not channels[ch].links and any(f"'{name}'" in str(exc)
-                                                      for name in sample_links("")):
+                    if not channels[ch].links and any(
+                            f"{name} is undefined" in str(exc) or f"'{name}'" in str(exc)
+                            for name in sample_links("")):
                         hint = " (add [serve] to outreach.toml: outreach serve signs these links)"
                     problems.append(Problem(f, f"{ch}.{own}", f"fails on a sample customer"
                                                               f"{where}: "

@@ -105,7 +105,8 @@ def test_the_first_hour_in_an_empty_environment(dist, tmp_path):
     init = ok(run(outreach, "init", "shop", cwd=tmp_path))
     assert "outreach validate" in init.stdout
     shop = tmp_path / "shop"
-    assert "7 campaign(s) valid" in ok(run(outreach, "validate", cwd=shop)).stdout
+    shipped = len(list((shop / "campaigns").glob("*.toml")))
+    assert f"{shipped} campaign(s) valid" in ok(run(outreach, "validate", cwd=shop)).stdout
     report = json.loads(ok(run(outreach, "run", "--json", "--now", "2026-11-24T10:00",
                                cwd=shop)).stdout)
     assert report["totals"]["sent"] > 50

@@ -244,7 +244,7 @@ subject = "News"
 body = "Leave: {{ unsubscribe_url }}"
 ''')
     r = p.cli("validate")
-    assert r.code == 2 and "'unsubscribe_url' is undefined" in r.stderr
+    assert r.code == 2 and "unsubscribe_url is undefined" in r.stderr
     assert "add [serve] to outreach.toml" in r.stderr
     p.configure(extra='[serve]\npublic_url = "https://mail.example.com"\n')
     assert p.cli("validate", env=ENV).code == 0
