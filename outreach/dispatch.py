@@ -341,6 +341,14 @@ class Dispatcher:
                 pass
         return self.project.tz
 
+    def _stopped(self, row: Claimed, text: str, policy: str, counted_as: str) -> _Outcome:
+        """A claimed message a policy stops before it leaves: failed in the ledger with the policy
+        named (``resend --failed`` leaves it alone), reported under ``counted_as``."""
+        return _Outcome(_Work(self._message(row, {}, {}), row), "failed",
+                        error=PermanentError(text),
+                        fields={"error": text, "attempts": row.attempts, "stopped_by": policy},
+                        counted_as=counted_as)
+
     def _prepare(self, claimed: list[Claimed]) -> list[_Outcome]:
         """Render claimed rows into the lanes' batches; the outcomes of rows that cannot go."""
         outcomes: list[_Outcome] = []
@@ -361,21 +369,13 @@ class Dispatcher:
             said_no = consent_refusal(changes.get(row.customer_id),
                                       cfg.consent if cfg else row.channel,
                                       row.category) if changes else None
-            if reason is None and said_no is not None:
-                message = self._message(row, {}, {})
-                text = f"{said_no} after it was planned"
-                outcomes.append(_Outcome(_Work(message, row), "failed", error=PermanentError(text),
-                                         fields={"error": text, "attempts": row.attempts,
-                                                 "stopped_by": "consent"},
-                                         counted_as="skipped"))
-                continue
             if reason is not None:
-                message = self._message(row, {}, {})
-                text = f"suppressed after it was planned: {reason}"
-                outcomes.append(_Outcome(_Work(message, row), "failed", error=PermanentError(text),
-                                         fields={"error": text, "attempts": row.attempts,
-                                                 "stopped_by": "suppression"},
-                                         counted_as="suppressed"))
+                outcomes.append(self._stopped(row, f"suppressed after it was planned: {reason}",
+                                              "suppression", "suppressed"))
+                continue
+            if said_no is not None:
+                outcomes.append(self._stopped(row, f"{said_no} after it was planned",
+                                              "consent", "skipped"))
                 continue
             if self._links is not None and cfg is not None:
                 row.variables = {**row.variables, **links(*self._links, row.customer_id, row.key,
